@@ -1,0 +1,3 @@
+from sparkops.roles import Role
+
+__all__ = ["Role"]

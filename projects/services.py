@@ -1,0 +1,99 @@
+"""Project and membership services. Role rules live here, so the API and the admin agree."""
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from accounts.models import User, UserManager
+
+from .choices import Role
+from .models import Membership, Project
+
+OWNER_ONLY = "Only owners can grant, change or revoke the owner role."
+LAST_OWNER = "A project needs at least one owner; make someone else owner first."
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:56] or "project"
+    slug, n = base, 1
+    while Project.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@transaction.atomic
+def project_create(*, user: User, name: str, slug: str = "", description: str = "") -> Project:
+    """Create a project; its creator becomes its owner."""
+    project = Project(name=name, slug=slug or _unique_slug(name), description=description, created_by=user)
+    project.full_clean()
+    project.save()
+    Membership.objects.create(user=user, project=project, role=Role.OWNER)
+    return project
+
+
+def project_update(*, project: Project, **fields) -> Project:
+    for name, value in fields.items():
+        setattr(project, name, value)
+    project.full_clean()
+    project.save(update_fields=[*fields, "updated_at"])
+    return project
+
+
+def project_delete(*, project: Project) -> None:
+    project.delete()
+
+
+# ------------------------------------------------------------------------------
+# Memberships
+# ------------------------------------------------------------------------------
+def _require_manager(actor_role: str | None, *roles_touched: str) -> None:
+    if not Role.at_least(actor_role, Role.ADMIN):
+        raise PermissionDenied("Managing members needs the admin role.")
+    if Role.OWNER in roles_touched and actor_role != Role.OWNER:
+        raise PermissionDenied(OWNER_ONLY)
+
+
+def _locked_owner_count(project_id) -> int:
+    # Locks the owner rows: two owners demoting each other at once must not both succeed
+    # and leave the project without an owner.
+    return len(
+        list(Membership.objects.select_for_update().filter(project_id=project_id, role=Role.OWNER).values_list("pk"))
+    )
+
+
+@transaction.atomic
+def membership_add(*, project: Project, actor_role: str | None, email: str, role: str) -> Membership:
+    _require_manager(actor_role, role)
+    user = User.objects.filter(email=UserManager.normalize_email(email), is_active=True).first()
+    if user is None:
+        raise ValidationError({"email": "No active user has this email; they need to register first."})
+    membership = Membership(project=project, user=user, role=role)
+    membership.full_clean()
+    try:
+        with transaction.atomic():
+            membership.save()
+    except IntegrityError as exc:  # added twice at once
+        raise ValidationError({"email": "This user is already a member of the project."}) from exc
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(*, membership: Membership, actor_role: str | None, role: str) -> Membership:
+    _require_manager(actor_role, membership.role, role)
+    if membership.role == Role.OWNER and role != Role.OWNER and _locked_owner_count(membership.project_id) <= 1:
+        raise ValidationError({"role": LAST_OWNER})
+    membership.role = role
+    membership.full_clean()
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: User, actor_role: str | None) -> None:
+    """Admins remove others (owners only by owners); anyone may leave; the last owner may not."""
+    if membership.user_id != actor.pk:
+        _require_manager(actor_role, membership.role)
+    if membership.role == Role.OWNER and _locked_owner_count(membership.project_id) <= 1:
+        raise ValidationError(LAST_OWNER)
+    membership.delete()

@@ -1,0 +1,1 @@
+"""Cross-cutting API plumbing: scoping, errors, pagination, limits."""

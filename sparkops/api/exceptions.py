@@ -1,0 +1,85 @@
+"""One error shape for every 4xx/5xx the API answers.
+
+    {"status": 400, "code": "invalid", "message": "Invalid input.",
+     "errors": {"email": ["Enter a valid email address."]}}
+
+``errors`` holds field-level messages (nested like the request body) and is ``{}`` when the
+error is not about a field. Tracebacks never reach a client outside DEBUG.
+"""
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+NON_FIELD_KEY = "non_field_errors"
+
+
+def error_body(status_code: int, code: str, message: str, errors: dict | None = None) -> dict[str, Any]:
+    return {"status": status_code, "code": code, "message": message, "errors": errors or {}}
+
+
+def _first_message(detail: Any) -> str:
+    while isinstance(detail, dict | list) and detail:
+        detail = next(iter(detail.values())) if isinstance(detail, dict) else detail[0]
+    return str(detail) if detail else "Invalid input."
+
+
+def _validation_body(exc: exceptions.ValidationError) -> dict[str, Any]:
+    detail = exc.detail
+    errors = detail if isinstance(detail, dict) else {NON_FIELD_KEY: detail}
+    message = _first_message(errors)
+    if isinstance(detail, dict) and not set(detail) <= {NON_FIELD_KEY}:
+        message = "Invalid input: " + ", ".join(k for k in detail if k != NON_FIELD_KEY) + "."
+    return error_body(exc.status_code, "invalid", message, errors)
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, DjangoValidationError):  # raised by services and model.full_clean()
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # Django turns it into a 500 through handler500, with the same shape.
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = _validation_body(exc)
+        return response
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict | list):
+        response.data = error_body(response.status_code, "invalid", _first_message(detail), {NON_FIELD_KEY: detail})
+        return response
+    code = detail.code if isinstance(detail, exceptions.ErrorDetail) and detail.code else "error"
+    response.data = error_body(response.status_code, code, str(detail or response.status_text))
+    return response
+
+
+def _wants_json(request) -> bool:
+    return request.path.startswith(("/api/", "/health", "/openapi")) or "json" in request.headers.get("Accept", "")
+
+
+def handler404(request, exception=None):
+    if _wants_json(request):
+        return JsonResponse(error_body(404, "not_found", "Not found."), status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request):
+    if _wants_json(request):
+        body = error_body(500, "server_error", "Internal server error.")
+        return JsonResponse(body, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return defaults.server_error(request)
+
+
+def handler400(request, exception=None):
+    if _wants_json(request):
+        return JsonResponse(error_body(400, "bad_request", "Bad request."), status=status.HTTP_400_BAD_REQUEST)
+    return defaults.bad_request(request, exception)
+
+
+def handler403(request, exception=None):
+    if _wants_json(request):
+        return JsonResponse(error_body(403, "permission_denied", "Forbidden."), status=status.HTTP_403_FORBIDDEN)
+    return defaults.permission_denied(request, exception)

@@ -1,0 +1,54 @@
+"""Demo data for a first look. Idempotent: running it twice changes nothing the second time."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from accounts.models import User
+from projects import services as project_services
+from projects.models import Membership, Project
+from sparkops.roles import Role
+
+DEMO_PASSWORD_DEFAULT = "spark-demo-pass"  # noqa: S105 - demo data, refused with DEBUG off
+OWNER_EMAIL = "demo@sparkops.local"
+SECOND_EMAIL = "dev@sparkops.local"
+PROJECTS = [
+    ("demo-research", "Demo research", "Agents that gather and summarise sources."),
+    ("demo-support", "Demo support", "Agents that triage and answer support tickets."),
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo users and projects (safe to run twice)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--password",
+            default=None,
+            help="Password for the demo users (default: SPARKOPS_DEMO_PASSWORD or a fixed demo one).",
+        )
+        parser.add_argument("--force", action="store_true", help="Seed even when DEBUG is off.")
+
+    @transaction.atomic
+    def handle(self, *args, password=None, force=False, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError("Refusing to create demo accounts with DEBUG off; pass --force if you mean it.")
+        password = password or settings.SPARKOPS_DEMO_PASSWORD or DEMO_PASSWORD_DEFAULT
+        owner = self._user(OWNER_EMAIL, "Demo Owner", password, staff=True)
+        second = self._user(SECOND_EMAIL, "Demo Developer", password, staff=False)
+        for slug, name, description in PROJECTS:
+            project = Project.objects.filter(slug=slug).first()
+            if project is None:
+                project = project_services.project_create(user=owner, name=name, slug=slug, description=description)
+                self.stdout.write(f"created project {slug}")
+            Membership.objects.get_or_create(project=project, user=second, defaults={"role": Role.DEVELOPER})
+        self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {OWNER_EMAIL} or {SECOND_EMAIL}"))
+
+    def _user(self, email: str, name: str, password: str, *, staff: bool) -> User:
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            user = User.objects.create_user(
+                email=email, password=password, name=name, is_staff=staff, is_superuser=staff
+            )
+            self.stdout.write(f"created user {email}")
+        return user
