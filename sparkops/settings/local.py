@@ -2,7 +2,10 @@
 says otherwise."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import STATIC_ROOT, env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SPARKOPS_REFRESH_COOKIE_SECURE = env.bool("SPARKOPS_REFRESH_COOKIE_SECURE", default=False)
+
+# SQLite does not create folders, and whitenoise warns about a missing STATIC_ROOT.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,24 @@
+import pytest
+from django.core.cache import cache
+
+from sparkops.testing import client_for, make_team
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    # Login failure counters and throttles live in the cache; no test may see another's.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def team(db):
+    """A project with an owner, admin, developer and viewer, and an outsider in another project."""
+    return make_team()
+
+
+@pytest.fixture
+def api_client():
+    """An unauthenticated API client."""
+    return client_for()
