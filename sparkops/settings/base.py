@@ -15,7 +15,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
 # A local .env is a convenience for development; real deployments set the environment.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+environ.Env.read_env(env.str("SPARKOPS_ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
 
 # Local state of the embedded default: SQLite file, broker folder, cache, collected static.
 VAR_DIR = Path(env.str("SPARKOPS_VAR_DIR", default=str(BASE_DIR / "var")))

@@ -1,0 +1,52 @@
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import User
+from projects.models import Membership, Project
+from sparkops.roles import Role
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_idempotent(settings):
+    settings.DEBUG = True
+    call_command("seed_demo")
+    counts = User.objects.count(), Project.objects.count(), Membership.objects.count()
+    call_command("seed_demo")
+    assert (User.objects.count(), Project.objects.count(), Membership.objects.count()) == counts
+    assert counts == (2, 2, 4)
+    owner = User.objects.get(email="demo@sparkops.local")
+    assert owner.is_superuser
+    assert set(Membership.objects.filter(user=owner).values_list("role", flat=True)) == {Role.OWNER}
+    assert owner.check_password("spark-demo-pass")
+
+
+@pytest.mark.django_db
+def test_seed_demo_refuses_to_run_with_debug_off_unless_forced(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError):
+        call_command("seed_demo")
+    assert not User.objects.exists()
+    call_command("seed_demo", "--force", "--password", "another-demo-pass")
+    assert User.objects.get(email="dev@sparkops.local").check_password("another-demo-pass")
+
+
+@pytest.mark.django_db
+def test_createsuperuser_takes_email_and_password_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "Root@Example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-root-password")
+    call_command("createsuperuser", "--noinput")
+    user = User.objects.get()
+    assert user.email == "root@example.com"
+    assert user.is_superuser
+    assert user.is_staff
+    assert user.check_password("a-long-root-password")
+
+
+@pytest.mark.django_db
+def test_the_admin_login_page_and_index_work_for_a_superuser(client):
+    user = User.objects.create_superuser(email="ops@example.com", password="pw-for-ops-staff")
+    assert client.get("/admin/login/").status_code == 200
+    client.force_login(user)
+    response = client.get("/admin/")
+    assert response.status_code == 200
+    assert b"Projects" in response.content
