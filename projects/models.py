@@ -18,7 +18,7 @@ class Project(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     archived = models.BooleanField(
-        default=False, help_text="Archived projects are read-only in spirit and hidden by default."
+        default=False, help_text="Archived projects stay listed; filter them out with ?archived=false."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

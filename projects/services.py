@@ -11,6 +11,7 @@ from .models import Membership, Project
 
 OWNER_ONLY = "Only owners can grant, change or revoke the owner role."
 LAST_OWNER = "A project needs at least one owner; make someone else owner first."
+ALREADY_MEMBER = "This user is already a member of the project."
 
 
 def _unique_slug(name: str) -> str:
@@ -23,9 +24,11 @@ def _unique_slug(name: str) -> str:
 
 
 @transaction.atomic
-def project_create(*, user: User, name: str, slug: str = "", description: str = "") -> Project:
+def project_create(*, user: User, name: str, slug: str = "", description: str = "", archived: bool = False) -> Project:
     """Create a project; its creator becomes its owner."""
-    project = Project(name=name, slug=slug or _unique_slug(name), description=description, created_by=user)
+    project = Project(
+        name=name, slug=slug or _unique_slug(name), description=description, archived=archived, created_by=user
+    )
     project.full_clean()
     project.save()
     Membership.objects.create(user=user, project=project, role=Role.OWNER)
@@ -68,13 +71,16 @@ def membership_add(*, project: Project, actor_role: str | None, email: str, role
     user = User.objects.filter(email=UserManager.normalize_email(email), is_active=True).first()
     if user is None:
         raise ValidationError({"email": "No active user has this email; they need to register first."})
+    # Checked here so the error names the email field; full_clean() would report it as non-field.
+    if Membership.objects.filter(project=project, user=user).exists():
+        raise ValidationError({"email": ALREADY_MEMBER})
     membership = Membership(project=project, user=user, role=role)
     membership.full_clean()
     try:
         with transaction.atomic():
             membership.save()
     except IntegrityError as exc:  # added twice at once
-        raise ValidationError({"email": "This user is already a member of the project."}) from exc
+        raise ValidationError({"email": ALREADY_MEMBER}) from exc
     return membership
 
 

@@ -32,7 +32,8 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 class MembershipSerializer(serializers.ModelSerializer):
     project = ProjectField()
-    email = serializers.EmailField(help_text='Email of a registered user, e.g. "ada@example.com".')
+    # Write-only here: a Membership has no email attribute; to_representation adds the user's.
+    email = serializers.EmailField(write_only=True, help_text='Email of a registered user, e.g. "ada@example.com".')
     name = serializers.CharField(source="user.name", read_only=True)
     role = serializers.ChoiceField(choices=Role.choices)
 

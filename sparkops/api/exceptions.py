@@ -9,8 +9,10 @@ error is not about a field. Tracebacks never reach a client outside DEBUG.
 
 from typing import Any
 
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -38,9 +40,24 @@ def _validation_body(exc: exceptions.ValidationError) -> dict[str, Any]:
     return error_body(exc.status_code, "invalid", message, errors)
 
 
+def _from_django(exc: Exception) -> Exception:
+    """Django's exceptions, raised by services and models, as DRF's, keeping their messages."""
+    if isinstance(exc, DjangoValidationError):
+        if not hasattr(exc, "error_dict"):
+            return exceptions.ValidationError(exc.messages)
+        errors = exc.message_dict
+        if NON_FIELD_ERRORS in errors:
+            errors[NON_FIELD_KEY] = errors.pop(NON_FIELD_ERRORS)
+        return exceptions.ValidationError(errors)
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied(*exc.args)
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    return exc
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    if isinstance(exc, DjangoValidationError):  # raised by services and model.full_clean()
-        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    exc = _from_django(exc)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None  # Django turns it into a 500 through handler500, with the same shape.
