@@ -9,7 +9,7 @@ COPY . .
 # Static files are collected into the image and served by whitenoise; the values below exist only
 # so production settings load during the build.
 RUN DJANGO_SECRET_KEY=build JWT_SIGNING_KEY=build DATABASE_URL=sqlite:////tmp/build.sqlite3 \
-    REDIS_URL=redis://localhost:6379/0 ALLOWED_HOSTS=localhost SPARKOPS_VAR_DIR=/app/var \
+    REDIS_URL=redis://localhost:6379/0 ALLOWED_HOSTS=localhost SPARKOPS_ENCRYPTION_KEYS=build SPARKOPS_VAR_DIR=/app/var \
     python manage.py collectstatic --noinput \
  && chown -R sparkops /app/var
 USER sparkops

@@ -286,3 +286,16 @@ LOGGING = {
 # Demo data (manage.py seed_demo)
 # ------------------------------------------------------------------------------
 SPARKOPS_DEMO_PASSWORD = env.str("SPARKOPS_DEMO_PASSWORD", default="")
+
+# ------------------------------------------------------------------------------
+# Outbound HTTP (sparkops/lib/http.py)
+# ------------------------------------------------------------------------------
+# Networks exempt from the SSRF guard, e.g. "127.0.0.1/32" to reach a local model server in
+# development. Empty in production unless you mean it.
+SPARKOPS_HTTP_ALLOWED_NETWORKS = env.list("SPARKOPS_HTTP_ALLOWED_NETWORKS", default=[])
+
+# ------------------------------------------------------------------------------
+# Secret encryption (sparkops/lib/crypto.py)
+# ------------------------------------------------------------------------------
+# Newest first. Unset locally: derived from DJANGO_SECRET_KEY. Required in production.
+SPARKOPS_ENCRYPTION_KEYS = env.list("SPARKOPS_ENCRYPTION_KEYS", default=[])

@@ -5,13 +5,21 @@ from django.core.exceptions import ImproperlyConfigured
 from .base import *  # noqa: F403
 from .base import SIMPLE_JWT, env
 
-for _required in ("DJANGO_SECRET_KEY", "JWT_SIGNING_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"):
+for _required in (
+    "DJANGO_SECRET_KEY",
+    "JWT_SIGNING_KEY",
+    "SPARKOPS_ENCRYPTION_KEYS",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ALLOWED_HOSTS",
+):
     if not env.str(_required, default=""):
         raise ImproperlyConfigured(f"Production settings need the {_required} environment variable.")
 
 DEBUG = False
 SECRET_KEY = env.str("DJANGO_SECRET_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+SPARKOPS_ENCRYPTION_KEYS = env.list("SPARKOPS_ENCRYPTION_KEYS")
 SIMPLE_JWT = {**SIMPLE_JWT, "SIGNING_KEY": env.str("JWT_SIGNING_KEY")}
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

@@ -11,6 +11,7 @@ PRODUCTION_ENV = {
     "DJANGO_SETTINGS_MODULE": "sparkops.settings.production",
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
     "JWT_SIGNING_KEY": secrets.token_urlsafe(50),
+    "SPARKOPS_ENCRYPTION_KEYS": "bGV0cy1wcmV0ZW5kLXRoaXMtaXMtMzItYnl0ZXMtbG9uZw==",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/sparkops",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "ALLOWED_HOSTS": "sparkops.example.com",
@@ -37,7 +38,14 @@ def test_production_settings_pass_the_deploy_checks():
 
 
 def test_production_settings_refuse_to_start_without_each_secret():
-    for missing in ["DJANGO_SECRET_KEY", "JWT_SIGNING_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"]:
+    for missing in [
+        "DJANGO_SECRET_KEY",
+        "JWT_SIGNING_KEY",
+        "SPARKOPS_ENCRYPTION_KEYS",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ALLOWED_HOSTS",
+    ]:
         env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
         result = _manage("check", env=env)
         assert result.returncode != 0

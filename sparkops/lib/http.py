@@ -1,0 +1,163 @@
+"""The one outbound HTTP client for user-given URLs (HTTP tools, LLM base URLs, webhooks).
+
+Nothing else in Spark-Ops opens sockets to addresses a user chose. The guard sits where the TCP
+connection is made: the host is resolved once, every address it resolves to is checked, and the
+socket connects to the checked address, so DNS rebinding between check and connect cannot slip
+through. Redirects go through the same transport and are checked again, hop by hop. Loopback,
+private, link-local (cloud metadata at 169.254.169.254), multicast and reserved ranges are
+refused unless listed in ``SPARKOPS_HTTP_ALLOWED_NETWORKS`` (local development only).
+"""
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass, field
+
+import httpcore
+import httpx
+from django.conf import settings
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_REDIRECTS = 3
+
+
+class OutboundError(Exception):
+    """An outbound call failed. ``permanent`` says whether trying again could help."""
+
+    permanent = False
+
+    def __init__(self, message: str, *, permanent: bool | None = None):
+        super().__init__(message)
+        if permanent is not None:
+            self.permanent = permanent
+
+
+class BlockedDestination(OutboundError):
+    permanent = True
+
+
+class ResponseTooLarge(OutboundError):
+    permanent = True
+
+
+@dataclass
+class Response:
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    url: str
+    elapsed_ms: float
+    history: list[str] = field(default_factory=list)
+
+    def json(self):
+        import json
+
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+def _allowed_networks() -> list:
+    return [ipaddress.ip_network(n, strict=False) for n in settings.SPARKOPS_HTTP_ALLOWED_NETWORKS]
+
+
+def is_blocked(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in _allowed_networks()):
+        return False
+    return not ip.is_global or ip.is_multicast
+
+
+def resolve_checked(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, if none is blocked. Raises BlockedDestination."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OutboundError(f"Cannot resolve {host}: {exc}") from exc
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    blocked = [a for a in addresses if is_blocked(a)]
+    if blocked:
+        # One bad address refuses the host: a resolver answering both a public and a private
+        # address is exactly how rebinding attacks pick their target.
+        raise BlockedDestination(f"Refusing to connect to {host}: it resolves to a non-public address ({blocked[0]}).")
+    return addresses
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        last_error: Exception | None = None
+        for address in resolve_checked(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                last_error = exc
+        raise last_error or httpcore.ConnectError(f"Cannot connect to {host}")
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # httpx does not expose httpcore's network backend; this is where the connect happens.
+        self._pool._network_backend = _GuardedBackend()
+
+
+def _client(timeout: float, max_redirects: int) -> httpx.Client:
+    # trust_env=False: proxies from the environment would connect on our behalf, unguarded.
+    return httpx.Client(
+        transport=GuardedTransport(),
+        timeout=timeout,
+        follow_redirects=max_redirects > 0,
+        max_redirects=max_redirects,
+        trust_env=False,
+    )
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    headers: dict | None = None,
+    json=None,
+    content: bytes | None = None,
+    params: dict | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+) -> Response:
+    """Send one request through the guard. Raises OutboundError (and subclasses) only."""
+    started = time.monotonic()
+    if httpx.URL(url).scheme not in ("http", "https"):
+        raise BlockedDestination(f"Only http and https URLs are allowed, not {url!r}.")
+    try:
+        with (
+            _client(timeout, max_redirects) as client,
+            client.stream(method, url, headers=headers, json=json, content=content, params=params) as response,
+        ):
+            body = _read_capped(response, max_bytes)
+            history = [str(r.url) for r in response.history]
+    except httpx.TooManyRedirects as exc:
+        raise OutboundError(f"More than {max_redirects} redirects.", permanent=True) from exc
+    except httpx.TimeoutException as exc:
+        raise OutboundError(f"Timed out after {timeout:g}s ({type(exc).__name__}).") from exc
+    except httpx.HTTPError as exc:
+        raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
+    elapsed = (time.monotonic() - started) * 1000
+    return Response(response.status_code, response.headers, body, str(response.url), elapsed, history)
+
+
+def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ResponseTooLarge(f"Response is {declared} bytes; the limit is {max_bytes}.")
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ResponseTooLarge(f"Response exceeds the limit of {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
