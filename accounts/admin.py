@@ -1,6 +1,9 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
+
+from sparkops.roles import Role
 
 from . import services
 from .models import ApiKey, User
@@ -36,8 +39,25 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "name", "password1", "password2")}),)
 
 
+class ApiKeyAdminForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["project", "created_by", "name", "role", "expires_at"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance._state.adding and cleaned.get("project") and cleaned.get("created_by"):
+            membership = cleaned["project"].memberships.filter(user=cleaned["created_by"]).first()
+            if membership is None:
+                raise forms.ValidationError("The key's user is not a member of this project.")
+            if not Role.at_least(membership.role, cleaned.get("role")):
+                self.add_error("role", f"A key's role cannot be higher than its user's ({membership.role}).")
+        return cleaned
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyAdminForm
     list_display = ["name", "prefix", "project", "created_by", "role", "expires_at", "revoked_at", "last_used_at"]
     list_filter = ["role", ("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     list_select_related = ["project", "created_by"]
@@ -55,8 +75,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        raw, obj.prefix, obj.digest = ApiKey.generate()
-        super().save_model(request, obj, form, change)
+        membership = obj.project.memberships.get(user=obj.created_by)
+        key, raw = services.api_key_create(
+            user=obj.created_by,
+            creator_role=membership.role,
+            project=obj.project,
+            name=obj.name,
+            role=obj.role,
+            expires_at=obj.expires_at,
+        )
+        obj.pk, obj.prefix, obj.digest = key.pk, key.prefix, key.digest
         self.message_user(
             request, f"The new key is {raw} — copy it now; it will not be shown again.", level=messages.WARNING
         )

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status
@@ -13,6 +14,7 @@ from sparkops.api.viewsets import ProjectScopedGenericViewSet
 from sparkops.roles import Role
 
 from .. import services
+from ..authentication import JWTAuthentication
 from ..filtersets import ApiKeyFilterSet
 from ..models import ApiKey
 from .serializers import (
@@ -73,6 +75,21 @@ def _refresh_from(request) -> tuple[str, bool]:
     return raw, True
 
 
+class CredentialsInBodyView(APIView):
+    """An endpoint that takes its credentials in the body, not from a request authenticator.
+
+    With no authenticators DRF has no WWW-Authenticate challenge and turns every 401 into a 403;
+    a wrong password or a bad refresh token is "not authenticated" (401), so name the scheme
+    the tokens are for.
+    """
+
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    def get_authenticate_header(self, request) -> str:
+        return JWTAuthentication().authenticate_header(request)
+
+
 class RegisterView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
@@ -94,10 +111,7 @@ class RegisterView(APIView):
         return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
 
 
-class LoginView(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
-
+class LoginView(CredentialsInBodyView):
     @extend_schema(
         summary="Log in with email and password",
         request=LoginSerializer,
@@ -122,10 +136,7 @@ class LoginView(APIView):
         return _token_response(tokens, use_cookie=data["use_cookie"], extra={"user": UserSerializer(user).data})
 
 
-class RefreshView(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
-
+class RefreshView(CredentialsInBodyView):
     @extend_schema(
         summary="Exchange a refresh token for a new pair (the old one stops working)",
         request=RefreshRequestSerializer,
@@ -143,10 +154,7 @@ class RefreshView(APIView):
         return _token_response(tokens, use_cookie=from_cookie or serializer.validated_data["use_cookie"])
 
 
-class LogoutView(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list = []
-
+class LogoutView(CredentialsInBodyView):
     @extend_schema(
         summary="Log out: revoke the refresh token and clear its cookie",
         request=LogoutSerializer,
@@ -189,12 +197,14 @@ class MeView(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         body = {}
-        if "name" in data:
-            services.user_update(user=request.user, name=data["name"])
-        if "new_password" in data:
-            body = services.user_change_password(
-                user=request.user, current_password=data["current_password"], new_password=data["new_password"]
-            )
+        # One transaction: a refused password change must not leave the new name saved.
+        with transaction.atomic():
+            if "name" in data:
+                services.user_update(user=request.user, name=data["name"])
+            if "new_password" in data:
+                body = services.user_change_password(
+                    user=request.user, current_password=data["current_password"], new_password=data["new_password"]
+                )
         return Response({"user": UserSerializer(request.user).data, **body})
 
 

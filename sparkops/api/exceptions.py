@@ -65,6 +65,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         response.data = _validation_body(exc)
         return response
     detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict) and {"detail", "code"} <= set(detail):  # simplejwt's token errors
+        response.data = error_body(response.status_code, str(detail["code"]), str(detail["detail"]))
+        return response
     if isinstance(detail, dict | list):
         response.data = error_body(response.status_code, "invalid", _first_message(detail), {NON_FIELD_KEY: detail})
         return response
