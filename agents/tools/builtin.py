@@ -1,0 +1,118 @@
+"""Built-in tools: a small vetted registry of pure functions. Never eval of user input."""
+
+import ast
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .base import ToolError, ToolExecutor, ToolResult, render
+
+
+@dataclass(frozen=True)
+class Builtin:
+    function: Callable[[dict], object]
+    description: str
+    input_schema: dict
+
+
+def _json_extract(arguments: dict):
+    """Follow a dotted path ("items.0.name") into JSON data."""
+    value = arguments["data"]
+    for part in filter(None, arguments["path"].split(".")):
+        try:
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ToolError(f"Path {arguments['path']!r} not found at {part!r}.", permanent=True) from None
+    return value
+
+
+def _template(arguments: dict) -> str:
+    return render(arguments["template"], arguments.get("values", {}))
+
+
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+MAX_EXPONENT = 100  # 10**100 is plenty; 9**9**9 would hang the worker
+
+
+def _evaluate(node: ast.AST) -> float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_evaluate(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ToolError(f"Exponents above {MAX_EXPONENT} are refused.", permanent=True)
+        return _OPERATORS[type(node.op)](left, right)
+    raise ToolError(f"Only numbers and + - * / // % ** are allowed, not {type(node).__name__}.", permanent=True)
+
+
+def _arithmetic(arguments: dict) -> float:
+    expression = arguments["expression"]
+    try:
+        tree = ast.parse(expression, mode="eval")
+        return _evaluate(tree.body)
+    except SyntaxError as exc:
+        raise ToolError(f"Not an arithmetic expression: {exc.msg}.", permanent=True) from exc
+    except (ZeroDivisionError, OverflowError) as exc:
+        raise ToolError(str(exc), permanent=True) from exc
+
+
+BUILTINS: dict[str, Builtin] = {
+    "json_extract": Builtin(
+        _json_extract,
+        "Extract a value from JSON data by a dotted path, e.g. items.0.name.",
+        {
+            "type": "object",
+            "properties": {"data": {}, "path": {"type": "string"}},
+            "required": ["data", "path"],
+        },
+    ),
+    "template": Builtin(
+        _template,
+        "Render a text template (sandboxed Jinja) with values.",
+        {
+            "type": "object",
+            "properties": {"template": {"type": "string", "maxLength": 20000}, "values": {"type": "object"}},
+            "required": ["template"],
+        },
+    ),
+    "arithmetic": Builtin(
+        _arithmetic,
+        "Evaluate an arithmetic expression of numbers and + - * / // % **.",
+        {
+            "type": "object",
+            "properties": {"expression": {"type": "string", "maxLength": 500}},
+            "required": ["expression"],
+        },
+    ),
+}
+
+
+class BuiltinExecutor(ToolExecutor):
+    kind = "builtin"
+
+    def validate_config(self, config: dict) -> dict[str, str]:
+        function = config.get("function")
+        if function not in BUILTINS:
+            return {"function": f"Unknown built-in {function!r}; one of: {', '.join(sorted(BUILTINS))}."}
+        return {}
+
+    def default_input_schema(self, config: dict) -> dict:
+        return BUILTINS[config["function"]].input_schema
+
+    def execute(self, *, config: dict, arguments: dict, secret: str = "") -> ToolResult:
+        started = time.monotonic()
+        output = BUILTINS[config["function"]].function(arguments)
+        return ToolResult(output=output, latency_ms=(time.monotonic() - started) * 1000)
