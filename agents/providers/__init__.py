@@ -1,7 +1,9 @@
 """LLM provider adapters, one module each, behind ``base.Provider`` and this registry."""
 
+from .anthropic import AnthropicProvider
 from .base import Provider, ProviderError
 from .echo import EchoProvider
+from .openai_compatible import OpenAICompatibleProvider
 
 _REGISTRY: dict[str, Provider] = {}
 
@@ -27,3 +29,5 @@ def choices() -> list[tuple[str, str]]:
 
 
 register(EchoProvider())
+register(OpenAICompatibleProvider())
+register(AnthropicProvider())

@@ -126,10 +126,12 @@ def error_for_outbound(exc: http.OutboundError, provider: str) -> ProviderError:
 def post_json(url: str, *, headers: dict, body: dict, timeout: float, provider: str) -> tuple[dict, float]:
     """POST through the guarded client; the decoded JSON body and the latency in ms."""
     try:
-        response = http.request("POST", url, headers=headers, json=body, timeout=timeout)
+        # No redirects: a hop to another host would carry the API key with it (httpx drops
+        # Authorization across origins but not x-api-key), and LLM APIs do not redirect.
+        response = http.request("POST", url, headers=headers, json=body, timeout=timeout, max_redirects=0)
     except http.OutboundError as exc:
         raise error_for_outbound(exc, provider) from exc
-    if response.status_code >= 400:
+    if response.status_code >= 300:  # an unfollowed redirect is a wrong base URL: permanent
         raise error_for_status(response, provider)
     try:
         data = response.json()
@@ -138,3 +140,13 @@ def post_json(url: str, *, headers: dict, body: dict, timeout: float, provider: 
     if not isinstance(data, dict):
         raise ProviderError(f"{provider} sent JSON that is not an object.", permanent=False)
     return data, response.elapsed_ms
+
+
+def get_ok(url: str, *, headers: dict, timeout: float, provider: str) -> None:
+    """GET through the guarded client; raises ProviderError unless the answer is 2xx."""
+    try:
+        response = http.request("GET", url, headers=headers, timeout=timeout, max_redirects=0)
+    except http.OutboundError as exc:
+        raise error_for_outbound(exc, provider) from exc
+    if not 200 <= response.status_code < 300:
+        raise error_for_status(response, provider)

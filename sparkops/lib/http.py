@@ -106,15 +106,19 @@ class GuardedTransport(httpx.HTTPTransport):
         self._pool._network_backend = _GuardedBackend()
 
 
-def _client(timeout: float, max_redirects: int) -> httpx.Client:
+def _client(timeout: float) -> httpx.Client:
     # trust_env=False: proxies from the environment would connect on our behalf, unguarded.
-    return httpx.Client(
-        transport=GuardedTransport(),
-        timeout=timeout,
-        follow_redirects=max_redirects > 0,
-        max_redirects=max_redirects,
-        trust_env=False,
-    )
+    # Redirects are followed by hand below, so each hop's headers can be vetted.
+    return httpx.Client(transport=GuardedTransport(), timeout=timeout, follow_redirects=False, trust_env=False)
+
+
+def _check_scheme(url: httpx.URL) -> None:
+    if url.scheme not in ("http", "https"):
+        raise BlockedDestination(f"Only http and https URLs are allowed, not {str(url)!r}.")
+
+
+def _origin(url: httpx.URL) -> tuple:
+    return url.scheme, url.host, url.port
 
 
 def request(
@@ -129,25 +133,47 @@ def request(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
 ) -> Response:
-    """Send one request through the guard. Raises OutboundError (and subclasses) only."""
+    """Send one request through the guard. Raises OutboundError (and subclasses) only.
+
+    With ``max_redirects=0`` a 3xx comes back as the response itself."""
     started = time.monotonic()
-    if httpx.URL(url).scheme not in ("http", "https"):
-        raise BlockedDestination(f"Only http and https URLs are allowed, not {url!r}.")
+    _check_scheme(httpx.URL(url))
     try:
-        with (
-            _client(timeout, max_redirects) as client,
-            client.stream(method, url, headers=headers, json=json, content=content, params=params) as response,
-        ):
-            body = _read_capped(response, max_bytes)
-            history = [str(r.url) for r in response.history]
-    except httpx.TooManyRedirects as exc:
-        raise OutboundError(f"More than {max_redirects} redirects.", permanent=True) from exc
+        with _client(timeout) as client:
+            outgoing = client.build_request(method, url, headers=headers, json=json, content=content, params=params)
+            response, history = _send_following(client, outgoing, set(headers or {}), max_redirects)
+            try:
+                body = _read_capped(response, max_bytes)
+            finally:
+                response.close()
     except httpx.TimeoutException as exc:
         raise OutboundError(f"Timed out after {timeout:g}s ({type(exc).__name__}).") from exc
     except httpx.HTTPError as exc:
         raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
     elapsed = (time.monotonic() - started) * 1000
     return Response(response.status_code, response.headers, body, str(response.url), elapsed, history)
+
+
+def _send_following(
+    client: httpx.Client, outgoing: httpx.Request, own_headers: set[str], max_redirects: int
+) -> tuple[httpx.Response, list[str]]:
+    first_origin, history = _origin(outgoing.url), []
+    while True:
+        response = client.send(outgoing, stream=True)
+        following = response.next_request if response.is_redirect and max_redirects else None
+        if following is None:
+            return response, history
+        response.close()
+        if len(history) == max_redirects:
+            raise OutboundError(f"More than {max_redirects} redirects.", permanent=True)
+        _check_scheme(following.url)
+        if _origin(following.url) != first_origin:
+            # httpx drops Authorization across origins, but not X-API-Key and the like: a
+            # redirect must never carry a tool's or provider's credentials to another host.
+            for name in own_headers:
+                following.headers.pop(name, None)
+        history.append(str(outgoing.url))
+        outgoing = following
 
 
 def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
