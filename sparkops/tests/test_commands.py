@@ -2,6 +2,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import User
+from agents.models import Agent, Tool
 from projects.models import Membership, Project
 from sparkops.roles import Role
 
@@ -10,10 +11,17 @@ from sparkops.roles import Role
 def test_seed_demo_is_idempotent(settings):
     settings.DEBUG = True
     call_command("seed_demo")
-    counts = User.objects.count(), Project.objects.count(), Membership.objects.count()
+    def counts():
+        models = [User, Project, Membership, Agent, Tool]
+        return [m.objects.count() for m in models]
+
+    first = counts()
     call_command("seed_demo")
-    assert (User.objects.count(), Project.objects.count(), Membership.objects.count()) == counts
-    assert counts == (2, 2, 4)
+    assert counts() == first
+    assert first == [2, 2, 4, 6, 8]
+    researcher = Agent.objects.get(project__slug="demo-research", slug="researcher")
+    assert researcher.provider == "echo"
+    assert sorted(researcher.tools.values_list("slug", flat=True)) == ["calculator", "extract_json"]
     owner = User.objects.get(email="demo@sparkops.local")
     assert owner.is_superuser
     assert set(Membership.objects.filter(user=owner).values_list("role", flat=True)) == {Role.OWNER}

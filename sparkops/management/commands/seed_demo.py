@@ -5,6 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import User
+from agents import services as agent_services
+from agents.models import Agent, Tool
 from projects import services as project_services
 from projects.models import Membership, Project
 from sparkops.roles import Role
@@ -15,6 +17,24 @@ SECOND_EMAIL = "dev@sparkops.local"
 PROJECTS = [
     ("demo-research", "Demo research", "Agents that gather and summarise sources."),
     ("demo-support", "Demo support", "Agents that triage and answer support tickets."),
+]
+
+DEMO_TOOLS = [
+    ("calculator", "Calculator", "builtin", {"function": "arithmetic"}, "read"),
+    ("render_text", "Render text", "builtin", {"function": "template"}, "read"),
+    ("extract_json", "Extract from JSON", "builtin", {"function": "json_extract"}, "read"),
+    (
+        "fetch_page",
+        "Fetch a page",
+        "http",
+        {"method": "GET", "url": "https://example.com/{{ path }}", "timeout": 10},
+        "read",
+    ),
+]
+DEMO_AGENTS = [
+    ("researcher", "Researcher", "researcher", "You gather facts and cite them.", ["calculator", "extract_json"]),
+    ("writer", "Writer", "writer", "You turn notes into a short, clear summary.", ["render_text"]),
+    ("reviewer", "Reviewer", "reviewer", "You check a draft for errors and answer approve or revise.", []),
 ]
 
 
@@ -42,6 +62,7 @@ class Command(BaseCommand):
                 project = project_services.project_create(user=owner, name=name, slug=slug, description=description)
                 self.stdout.write(f"created project {slug}")
             Membership.objects.get_or_create(project=project, user=second, defaults={"role": Role.DEVELOPER})
+            self._catalog(project)
         self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {OWNER_EMAIL} or {SECOND_EMAIL}"))
 
     def _user(self, email: str, name: str, password: str, *, staff: bool) -> User:
@@ -52,3 +73,27 @@ class Command(BaseCommand):
             )
             self.stdout.write(f"created user {email}")
         return user
+
+    def _catalog(self, project: Project) -> None:
+        """Demo tools and agents on the offline echo provider."""
+        tools = {}
+        for slug, name, kind, config, risk in DEMO_TOOLS:
+            tool = Tool.objects.filter(project=project, slug=slug).first()
+            if tool is None:
+                tool = agent_services.tool_save(
+                    tool=Tool(project=project, slug=slug, name=name, kind=kind, config=config, risk_class=risk)
+                )
+            tools[slug] = tool
+        for slug, name, role, prompt, tool_slugs in DEMO_AGENTS:
+            if not Agent.objects.filter(project=project, slug=slug).exists():
+                agent = Agent(
+                    project=project,
+                    slug=slug,
+                    name=name,
+                    role=role,
+                    provider="echo",
+                    model="echo-1",
+                    system_prompt=prompt,
+                    parameters={"temperature": 0.2, "max_tokens": 512},
+                )
+                agent_services.agent_save(agent=agent, tool_list=[tools[t] for t in tool_slugs])
