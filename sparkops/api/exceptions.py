@@ -21,6 +21,14 @@ from rest_framework.views import exception_handler as drf_exception_handler
 NON_FIELD_KEY = "non_field_errors"
 
 
+class Conflict(exceptions.APIException):
+    """The request is valid but the object is not in a state that allows it."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object's current state does not allow this."
+    default_code = "conflict"
+
+
 def error_body(status_code: int, code: str, message: str, errors: dict | None = None) -> dict[str, Any]:
     return {"status": status_code, "code": code, "message": message, "errors": errors or {}}
 

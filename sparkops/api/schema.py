@@ -21,6 +21,7 @@ DESCRIPTIONS = {
     "401": "Not authenticated, or the credentials are invalid.",
     "403": "Authenticated, but your role in the project does not allow this.",
     "404": "Not found, or in a project you are not a member of.",
+    "409": "The object's current state does not allow this (e.g. cancelling a finished run).",
     "413": "Request body too large.",
 }
 ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

@@ -1,10 +1,12 @@
 """/api/v1: one router for every app's viewsets, plus the auth endpoints."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from accounts.api.views import ApiKeyViewSet
 from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet, ToolViewSet
 from projects.api.views import MembershipViewSet, ProjectViewSet
+from runs.api.views import AgentStartTaskView, RunViewSet, TaskViewSet, WorkflowRunView
+from workflows.api.views import WorkflowViewSet
 
 from .routers import router
 
@@ -17,7 +19,16 @@ router.register("tools", ToolViewSet, basename="tool")
 router.register("credentials", CredentialViewSet, basename="credential")
 router.register("model-prices", ModelPriceViewSet, basename="model-price")
 
+router.register("workflows", WorkflowViewSet, basename="workflow")
+
+router.register("runs", RunViewSet, basename="run")
+router.register("tasks", TaskViewSet, basename="task")
+
+UUID = r"(?P<pk>[0-9a-fA-F-]{36})"
+
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),
+    re_path(rf"^workflows/{UUID}/run/?$", WorkflowRunView.as_view(), name="workflow-run"),
+    re_path(rf"^agents/{UUID}/start-task/?$", AgentStartTaskView.as_view(), name="agent-start-task"),
     path("", include(router.urls)),
 ]

@@ -23,6 +23,7 @@ class ProjectField(serializers.PrimaryKeyRelatedField):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("help_text", "Id of the project this belongs to.")
+        kwargs.setdefault("pk_field", serializers.UUIDField())
         super().__init__(**kwargs)
 
     def get_queryset(self):

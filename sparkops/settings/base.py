@@ -212,7 +212,13 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {"RoleEnum": "projects.choices.Role"},
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "sparkops.roles.Role",
+        "RunStatusEnum": "runs.choices.RunStatus",
+        "StepStatusEnum": "runs.choices.StepStatus",
+        "AgentStatusEnum": "agents.choices.AgentStatus",
+        "HealthStatusEnum": "agents.choices.HealthStatus",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sparkops.api.schema.add_error_responses",
@@ -269,7 +275,11 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE: dict = {}
+# System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
+# separate rows that this never touches.
+CELERY_BEAT_SCHEDULE = {
+    "runs-reap": {"task": "runs.reap", "schedule": env.float("SPARKOPS_REAP_SECONDS", default=30.0)},
+}
 
 # ------------------------------------------------------------------------------
 # Logging

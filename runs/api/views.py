@@ -1,0 +1,270 @@
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, status
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.models import Agent
+from sparkops.api.access import role_in
+from sparkops.api.exceptions import Conflict
+from sparkops.api.viewsets import ProjectScopedGenericViewSet
+from sparkops.roles import Role
+from workflows.models import Workflow
+from workflows.selectors import version_of
+
+from .. import services
+from ..choices import Decision, Trigger
+from ..filtersets import RunFilterSet
+from ..models import Run, RunEvent
+from .serializers import (
+    DecisionSerializer,
+    RunCreateSerializer,
+    RunDetailSerializer,
+    RunEventSerializer,
+    RunFromWorkflowSerializer,
+    RunRetrySerializer,
+    RunSerializer,
+    RunStepSerializer,
+    StartTaskSerializer,
+)
+
+EVENTS_PAGE = 500
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Repeat a request with the same key to get the same run back (200) instead of a new one.",
+)
+CONFLICT = {409: OpenApiResponse(description="The run is not in a state that allows this.")}
+
+
+class RunCursorPagination(CursorPagination):
+    """Stays fast at millions of runs: no COUNT, no OFFSET."""
+
+    ordering = ("-queued_at", "-id")
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+def _conflict(exc: services.TransitionRefused) -> Conflict:
+    return Conflict(str(exc))
+
+
+def start_response(run: Run, created: bool, request) -> Response:
+    data = RunDetailSerializer(run, context={"request": request}).data
+    return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List runs, newest first (cursor-paginated)"),
+    retrieve=extend_schema(summary="Get a run with its steps"),
+)
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedGenericViewSet):
+    """Executions of pinned workflow versions. Viewers read; developers start, cancel and retry;
+    approvals need the role the step names (default admin)."""
+
+    queryset = Run.objects.select_related("workflow_version")
+    serializer_class = RunSerializer
+    filterset_class = RunFilterSet
+    pagination_class = RunCursorPagination
+    ordering_fields = ["queued_at"]
+    search_fields = ["title", "idempotency_key"]
+    action_roles = {"approve": Role.VIEWER, "reject": Role.VIEWER}  # the step's own role is checked by the service
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "retrieve":
+            queryset = queryset.prefetch_related("steps__agent", "steps__tool")
+        return queryset
+
+    def get_serializer_class(self):
+        return RunDetailSerializer if self.action == "retrieve" else super().get_serializer_class()
+
+    @extend_schema(
+        summary="Start a run of a workflow's latest published version, or of a given version",
+        request=RunCreateSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+    )
+    def create(self, request):
+        payload = RunCreateSerializer(data=request.data, context=self.get_serializer_context())
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        workflow = data["workflow"]
+        self.check_project_role(workflow.project_id, Role.DEVELOPER)
+        run, created = services.run_start(
+            workflow=workflow,
+            version=data.get("workflow_version"),
+            inputs=data["inputs"],
+            user=request.user,
+            trigger=Trigger.API,
+            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            title=data["title"],
+            priority=data["priority"],
+        )
+        return start_response(run, created, request)
+
+    @extend_schema(
+        summary="Cancel a run (harmless twice; 409 once finished)",
+        request=None,
+        responses={200: RunSerializer, **CONFLICT},
+    )
+    @action(detail=True, methods=["post", "patch"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        try:
+            run = services.run_cancel(run=run)
+        except services.TransitionRefused as exc:
+            raise _conflict(exc) from None
+        return Response(RunSerializer(run, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        summary="Retry a failed or cancelled run, reusing the outputs of its succeeded steps",
+        request=RunRetrySerializer,
+        responses={201: RunDetailSerializer, **CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        run = self.get_object()
+        payload = RunRetrySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            retry = services.run_retry(run=run, user=request.user, inputs=payload.validated_data.get("inputs"))
+        except services.TransitionRefused as exc:
+            raise _conflict(exc) from None
+        return start_response(retry, True, request)
+
+    @extend_schema(summary="The run's steps", responses=RunStepSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def steps(self, request, pk=None):
+        run = self.get_object()
+        steps = run.steps.select_related("agent", "tool").order_by("position")
+        return Response(RunStepSerializer(steps, many=True).data)
+
+    @extend_schema(
+        summary="The run's events in order; ?after=<sequence> for the ones since",
+        parameters=[OpenApiParameter("after", int, description="Only events with a higher sequence.")],
+        responses=RunEventSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def events(self, request, pk=None):
+        run = self.get_object()
+        try:
+            after = int(request.query_params.get("after", 0))
+        except ValueError:
+            raise exceptions.ValidationError({"after": "A whole number."}) from None
+        events = RunEvent.objects.filter(run=run, sequence__gt=after).select_related("step").order_by("sequence")
+        return Response(RunEventSerializer(events[:EVENTS_PAGE], many=True).data)
+
+    def _decide(self, request, key: str, decision: str) -> Response:
+        run = self.get_object()
+        payload = DecisionSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            with transaction.atomic():
+                step = services.step_decide(
+                    run=run,
+                    key=key,
+                    user=request.user,
+                    role=role_in(request, run.project_id),
+                    decision=decision,
+                    comment=payload.validated_data["comment"],
+                )
+        except services.TransitionRefused as exc:
+            raise _conflict(exc) from None
+        return Response(RunStepSerializer(step).data)
+
+    @extend_schema(
+        summary="Approve a step waiting for approval",
+        request=DecisionSerializer,
+        responses={200: RunStepSerializer, **CONFLICT},
+    )
+    @action(detail=True, methods=["post"], url_path=r"steps/(?P<key>[a-z][a-z0-9_]*)/approve")
+    def approve(self, request, pk=None, key=None):
+        return self._decide(request, key, Decision.APPROVED)
+
+    @extend_schema(
+        summary="Reject a step waiting for approval (the run fails)",
+        request=DecisionSerializer,
+        responses={200: RunStepSerializer, **CONFLICT},
+    )
+    @action(detail=True, methods=["post"], url_path=r"steps/(?P<key>[a-z][a-z0-9_]*)/reject")
+    def reject(self, request, pk=None, key=None):
+        return self._decide(request, key, Decision.REJECTED)
+
+
+class WorkflowRunView(APIView):
+    """``POST /workflows/{id}/run``: the shortcut for starting a run of one workflow."""
+
+    @extend_schema(
+        summary="Start a run of this workflow",
+        request=RunFromWorkflowSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        tags=["runs"],
+    )
+    def post(self, request, pk):
+        workflow = _scoped_get(request, Workflow, pk)
+        _require(request, workflow.project_id, Role.DEVELOPER)
+        payload = RunFromWorkflowSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        version = version_of(workflow, data["version"]) if "version" in data else None
+        if "version" in data and version is None:
+            raise exceptions.ValidationError({"version": f"Workflow has no version {data['version']}."})
+        run, created = services.run_start(
+            workflow=workflow,
+            version=version,
+            inputs=data["inputs"],
+            user=request.user,
+            trigger=Trigger.API,
+            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            title=data["title"],
+        )
+        return start_response(run, created, request)
+
+
+class AgentStartTaskView(APIView):
+    """``POST /agents/{id}/start-task``: a one-step run of one agent, for task-board frontends."""
+
+    @extend_schema(
+        summary="Start a one-step task run of this agent",
+        request=StartTaskSerializer,
+        responses={201: RunDetailSerializer},
+        tags=["tasks"],
+    )
+    def post(self, request, pk):
+        agent = _scoped_get(request, Agent, pk)
+        _require(request, agent.project_id, Role.DEVELOPER)
+        payload = StartTaskSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        run = services.task_start(agent=agent, user=request.user, **payload.validated_data)
+        return start_response(run, True, request)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List agent tasks (one-step runs started with start-task)", tags=["tasks"])
+)
+class TaskViewSet(mixins.ListModelMixin, ProjectScopedGenericViewSet):
+    """One-step agent runs, as a task board sees them."""
+
+    queryset = Run.objects.filter(task_agent__isnull=False).select_related("workflow_version")
+    serializer_class = RunSerializer
+    filterset_class = RunFilterSet
+    pagination_class = RunCursorPagination
+    search_fields = ["title"]
+
+
+def _scoped_get(request, model, pk):
+    obj = model.objects.filter(pk=pk).first()
+    if obj is None or role_in(request, obj.project_id) is None:
+        raise exceptions.NotFound()
+    return obj
+
+
+def _require(request, project_id, role: str) -> None:
+    have = role_in(request, project_id)
+    if not Role.at_least(have, role):
+        raise exceptions.PermissionDenied(f"This needs the {role} role in the project; you have {have}.")

@@ -1,0 +1,276 @@
+"""Advance runs, execute steps, reap what was lost.
+
+Every function here is safe to run twice and at the same time as itself: steps are claimed with a
+conditional UPDATE, runs are advanced under a row lock, and messages carry only ids.
+"""
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from workflows import dag
+
+from ..choices import RUN_TERMINAL, EventType, RunStatus, StepStatus
+from ..models import Run, RunStep
+from . import dispatch
+from .steps import StepCancelled, StepContext, StepFailed, run_agent_step, run_condition_step, run_tool_step
+from .transitions import emit, move_run, move_step
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 300
+DEFAULT_BACKOFF_SECONDS = 2
+MAX_BACKOFF_SECONDS = 3600
+# A queued step whose message has not started it by then is dispatched again (Redis lost it).
+DISPATCH_GRACE = timedelta(seconds=60)
+LEASE_MARGIN = timedelta(seconds=30)
+# Deliveries beyond the retry budget that a lost worker may cost, before a step is declared poison.
+LOST_WORKER_ALLOWANCE = 3
+# A queued run that no advance has touched for this long was committed but never enqueued.
+STALE_RUN = timedelta(seconds=30)
+
+
+def spec_of(definition: dict, key: str) -> dict:
+    return next(step for step in definition["steps"] if step["key"] == key)
+
+
+# ------------------------------------------------------------------------------
+# Advance
+# ------------------------------------------------------------------------------
+def advance(run_id) -> None:
+    """Bring a run up to date: skip what can no longer run, queue what is ready, finish it."""
+    with transaction.atomic():
+        # The lock serializes advances of one run: two of them must not both queue a step.
+        run = Run.objects.select_for_update().select_related("workflow_version").filter(pk=run_id).first()
+        if run is None or run.status in RUN_TERMINAL:
+            return
+        steps = {step.key: step for step in RunStep.objects.filter(run=run)}
+        if run.status == RunStatus.CANCELLING:
+            _finish_cancelling(run, steps)
+        else:
+            _plan(run, steps)
+
+
+def _plan(run: Run, steps: dict[str, RunStep]) -> None:
+    definition = run.workflow_version.definition
+    failed = next((s for s in steps.values() if s.status == StepStatus.FAILED), None)
+    if failed is not None:
+        _fail(run, steps, failed)
+        return
+    statuses = {key: step.status for key, step in steps.items()}
+    for key in dag.steps_to_skip(definition, statuses):
+        if move_step(steps[key], [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED):
+            statuses[key] = StepStatus.SKIPPED
+    for key in dag.ready_steps(definition, statuses):
+        if queue_step(steps[key]):
+            statuses[key] = StepStatus.QUEUED
+    _settle(run, steps, statuses)
+
+
+def _settle(run: Run, steps: dict[str, RunStep], statuses: dict[str, str]) -> None:
+    values = set(statuses.values())
+    if values <= {StepStatus.SUCCEEDED, StepStatus.SKIPPED}:
+        outputs = {key: steps[key].output for key, status in statuses.items() if status == StepStatus.SUCCEEDED}
+        move_run(run, RunStatus.RUNNING, EventType.RUN_STARTED)  # a run with nothing left to do still started
+        move_run(run, RunStatus.SUCCEEDED, EventType.RUN_SUCCEEDED, outputs=outputs)
+    elif values & {StepStatus.QUEUED, StepStatus.RUNNING}:
+        event = EventType.RUN_RESUMED if run.status == RunStatus.WAITING_APPROVAL else EventType.RUN_STARTED
+        if run.status != RunStatus.RUNNING:
+            move_run(run, RunStatus.RUNNING, event)
+    elif StepStatus.WAITING_APPROVAL in values and run.status == RunStatus.RUNNING:
+        waiting = [key for key, status in statuses.items() if status == StepStatus.WAITING_APPROVAL]
+        move_run(run, RunStatus.WAITING_APPROVAL, EventType.RUN_WAITING_APPROVAL, payload={"steps": waiting})
+
+
+def _fail(run: Run, steps: dict[str, RunStep], failed: RunStep) -> None:
+    _cancel_unstarted(steps)
+    error = {"step": failed.key, **(failed.error or {})}
+    move_run(run, RunStatus.FAILED, EventType.RUN_FAILED, payload=error, error=error)
+
+
+def _cancel_unstarted(steps: dict[str, RunStep]) -> None:
+    for step in steps.values():
+        sources = [StepStatus.PENDING, StepStatus.QUEUED, StepStatus.WAITING_APPROVAL]
+        move_step(step, sources, StepStatus.CANCELLED, EventType.STEP_CANCELLED)
+
+
+def _finish_cancelling(run: Run, steps: dict[str, RunStep]) -> None:
+    _cancel_unstarted(steps)
+    # Running steps stop at their next check and advance the run again.
+    if not any(step.status == StepStatus.RUNNING for step in steps.values()):
+        move_run(run, RunStatus.CANCELLED, EventType.RUN_CANCELLED)
+
+
+def queue_step(step: RunStep, *, delay: float = 0) -> bool:
+    """pending -> queued, dispatched when the transaction commits."""
+    deadline = timezone.now() + timedelta(seconds=delay) + DISPATCH_GRACE
+    moved = move_step(
+        step,
+        [StepStatus.PENDING],
+        StepStatus.QUEUED,
+        EventType.STEP_QUEUED,
+        queued_at=timezone.now(),
+        lease_expires_at=deadline,
+    )
+    if moved:
+        dispatch.step_on_commit(step.pk)
+    return moved
+
+
+# ------------------------------------------------------------------------------
+# Execute
+# ------------------------------------------------------------------------------
+def claim(step_id: int) -> RunStep | None:
+    """queued -> running, or take over a running step whose lease expired (its worker died).
+    The UPDATE's row count decides: a second delivery of the same message claims nothing."""
+    now = timezone.now()
+    step = RunStep.objects.select_related("run__workflow_version").filter(pk=step_id).first()
+    if step is None:
+        return None
+    timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    claimable = Q(status=StepStatus.QUEUED) | Q(status=StepStatus.RUNNING, lease_expires_at__lt=now)
+    claimed = RunStep.objects.filter(claimable, pk=step_id, attempt=step.attempt).update(
+        status=StepStatus.RUNNING,
+        attempt=step.attempt + 1,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=timeout) + LEASE_MARGIN,
+    )
+    if not claimed:
+        return None
+    step.refresh_from_db()
+    return step
+
+
+def execute(step_id: int) -> None:
+    step = claim(step_id)
+    if step is None:
+        return
+    run = step.run
+    if step.attempt > step.max_attempts + LOST_WORKER_ALLOWANCE:
+        _fail_step(step, StepFailed("Delivered too many times; its worker keeps dying.", permanent=True, kind="Poison"))
+    elif run.status in (RunStatus.CANCELLING, *RUN_TERMINAL):
+        move_step(step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED)
+    else:
+        _run(step, run)
+    dispatch.advance_on_commit(run.pk)
+
+
+def _run(step: RunStep, run: Run) -> None:
+    definition = run.workflow_version.definition
+    spec = spec_of(definition, step.key)
+    emit(run.pk, EventType.STEP_STARTED, step=step, payload={"key": step.key, "attempt": step.attempt})
+    if step.kind == "approval":
+        move_step(
+            step,
+            [StepStatus.RUNNING],
+            StepStatus.WAITING_APPROVAL,
+            EventType.STEP_WAITING_APPROVAL,
+            payload={"role": spec.get("role", dag.DEFAULT_APPROVER_ROLE)},
+            lease_expires_at=None,
+        )
+        return
+    outputs = dict(RunStep.objects.filter(run=run, status=StepStatus.SUCCEEDED).values_list("key", "output"))
+    timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout)
+    try:
+        output = _perform(ctx, definition)
+    except StepCancelled:
+        move_step(
+            step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED, latency_ms=step.latency_ms
+        )
+    except StepFailed as failure:
+        _fail_step(step, failure, spec)
+    else:
+        _succeed(step, output, ctx.untaken)
+
+
+def _perform(ctx: StepContext, definition: dict) -> Any:
+    if ctx.step.kind == "agent":
+        return run_agent_step(ctx)
+    if ctx.step.kind == "tool":
+        return run_tool_step(ctx)
+    if ctx.step.kind == "condition":
+        return run_condition_step(ctx, definition)
+    raise StepFailed(f"Unknown step kind {ctx.step.kind!r}.", permanent=True)
+
+
+def _succeed(step: RunStep, output: Any, untaken: list[str]) -> None:
+    with transaction.atomic():
+        # Conditional on this attempt: a worker that lost its lease must not overwrite the result
+        # of the worker that took over.
+        done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
+            status=StepStatus.SUCCEEDED,
+            output=output,
+            error={},
+            latency_ms=step.latency_ms,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+        )
+        if not done:
+            return
+        emit(step.run_id, EventType.STEP_SUCCEEDED, step=step, payload={"key": step.key, "attempt": step.attempt})
+        for other in RunStep.objects.filter(run_id=step.run_id, key__in=untaken, status=StepStatus.PENDING):
+            move_step(other, [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED, payload={"by": step.key})
+
+
+def _fail_step(step: RunStep, failure: StepFailed, spec: dict | None = None) -> None:
+    retry = (spec or {}).get("retry", {})
+    if not failure.permanent and step.attempt < step.max_attempts:
+        delay = failure.retry_after
+        if delay is None:
+            delay = retry.get("backoff_seconds", DEFAULT_BACKOFF_SECONDS) * 2 ** (step.attempt - 1)
+        delay = min(delay, MAX_BACKOFF_SECONDS)
+        moved = move_step(
+            step,
+            [StepStatus.RUNNING],
+            StepStatus.QUEUED,
+            EventType.STEP_RETRYING,
+            payload={**failure.as_error(), "attempt": step.attempt, "delay_seconds": delay},
+            error=failure.as_error(),
+            latency_ms=step.latency_ms,
+            queued_at=timezone.now(),
+            lease_expires_at=timezone.now() + timedelta(seconds=delay) + DISPATCH_GRACE,
+        )
+        if moved:
+            dispatch.step_on_commit(step.pk, delay=delay)
+        return
+    move_step(
+        step,
+        [StepStatus.RUNNING],
+        StepStatus.FAILED,
+        EventType.STEP_FAILED,
+        payload=failure.as_error(),
+        error=failure.as_error(),
+        latency_ms=step.latency_ms,
+    )
+
+
+# ------------------------------------------------------------------------------
+# Reap
+# ------------------------------------------------------------------------------
+def reap() -> dict[str, int]:
+    """Re-dispatch what a dead worker or a lost message left behind. Safe to run anywhere, any
+    number of times: the claim decides who executes."""
+    now = timezone.now()
+    lost_steps = RunStep.objects.filter(
+        Q(status=StepStatus.QUEUED) | Q(status=StepStatus.RUNNING), lease_expires_at__lt=now
+    ).values_list("pk", "status")[:500]
+    counts = {"steps": 0, "runs": 0}
+    for step_id, status in lost_steps:
+        if status == StepStatus.QUEUED:
+            RunStep.objects.filter(pk=step_id, status=StepStatus.QUEUED).update(lease_expires_at=now + DISPATCH_GRACE)
+        dispatch.step_now(step_id)
+        counts["steps"] += 1
+    stale = Run.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.CANCELLING], updated_at__lt=now - STALE_RUN)
+    for run_id in stale.values_list("pk", flat=True)[:500]:
+        Run.objects.filter(pk=run_id).update(updated_at=now)  # one nudge per interval, not a storm
+        dispatch.advance_now(run_id)
+        counts["runs"] += 1
+    if counts["steps"] or counts["runs"]:
+        log.warning("reaper re-dispatched %(steps)s step(s) and %(runs)s run(s)", counts)
+    return counts

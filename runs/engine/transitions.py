@@ -1,0 +1,79 @@
+"""Every status change of runs and steps goes through here: conditional UPDATEs that only move
+from the statuses a transition allows, each with its event in the run's log."""
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..choices import RUN_TRANSITIONS, EventType, RunStatus, StepStatus
+from ..models import Run, RunEvent, RunStep
+
+
+class TransitionRefused(Exception):
+    """The object is not in a status this change may start from (API: 409)."""
+
+
+def emit(run_id, type_: str, *, step: RunStep | None = None, payload: dict | None = None) -> RunEvent:
+    """Append an event with the run's next sequence number."""
+    with transaction.atomic():
+        # The UPDATE locks the run row until commit, so concurrent emitters get distinct numbers.
+        Run.objects.filter(pk=run_id).update(event_seq=F("event_seq") + 1)
+        sequence = Run.objects.filter(pk=run_id).values_list("event_seq", flat=True).get()
+        return RunEvent.objects.create(run_id=run_id, step=step, sequence=sequence, type=type_, payload=payload or {})
+
+
+def _sources(target: str) -> list[str]:
+    return [source for source, targets in RUN_TRANSITIONS.items() if target in targets]
+
+
+def move_run(run: Run, target: str, event: str, *, payload: dict | None = None, **fields) -> bool:
+    """Move the run to ``target`` if its stored status allows it; False if it did not."""
+    now = timezone.now()
+    if target == RunStatus.RUNNING:
+        fields.setdefault("started_at", run.started_at or now)
+    if target in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+        fields.setdefault("finished_at", now)
+    with transaction.atomic():
+        moved = Run.objects.filter(pk=run.pk, status__in=_sources(target)).update(
+            status=target, updated_at=now, **fields
+        )
+        if moved:
+            emit(run.pk, event, payload=payload)
+    if moved:
+        run.status = target
+        for name, value in fields.items():
+            setattr(run, name, value)
+    return bool(moved)
+
+
+def move_step(
+    step: RunStep, sources: list[str], target: str, event: str | None, *, payload: dict | None = None, **fields
+) -> bool:
+    """Move the step to ``target`` if it is in one of ``sources``; False if it was not."""
+    now = timezone.now()
+    if target in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
+        fields.setdefault("finished_at", now)
+        fields.setdefault("lease_expires_at", None)
+    with transaction.atomic():
+        moved = RunStep.objects.filter(pk=step.pk, status__in=sources).update(status=target, **fields)
+        if moved and event:
+            emit(step.run_id, event, step=step, payload={"key": step.key, **(payload or {})})
+    if moved:
+        step.status = target
+        for name, value in fields.items():
+            setattr(step, name, value)
+    return bool(moved)
+
+
+def require_run_status(run: Run, allowed, action: str) -> None:
+    if run.status not in allowed:
+        raise TransitionRefused(f"Cannot {action} a run that is {run.status}.")
+
+
+STEP_EVENT = {
+    StepStatus.QUEUED: EventType.STEP_QUEUED,
+    StepStatus.SUCCEEDED: EventType.STEP_SUCCEEDED,
+    StepStatus.FAILED: EventType.STEP_FAILED,
+    StepStatus.SKIPPED: EventType.STEP_SKIPPED,
+    StepStatus.CANCELLED: EventType.STEP_CANCELLED,
+}

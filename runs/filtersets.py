@@ -1,0 +1,34 @@
+import django_filters
+
+from .choices import RunStatus, StepStatus, Trigger
+from .models import Run, RunStep
+
+
+class RunFilterSet(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
+    trigger = django_filters.ChoiceFilter(choices=Trigger.choices)
+    queued_after = django_filters.IsoDateTimeFilter(field_name="queued_at", lookup_expr="gte")
+    queued_before = django_filters.IsoDateTimeFilter(field_name="queued_at", lookup_expr="lt")
+    agent = django_filters.UUIDFilter(field_name="task_agent", help_text="Tasks of this agent.")
+
+    class Meta:
+        model = Run
+        fields = [
+            "project",
+            "workflow",
+            "workflow_version",
+            "status",
+            "trigger",
+            "parent",
+            "queued_after",
+            "queued_before",
+            "agent",
+        ]
+
+
+class RunStepFilterSet(django_filters.FilterSet):
+    status = django_filters.MultipleChoiceFilter(choices=StepStatus.choices)
+
+    class Meta:
+        model = RunStep
+        fields = ["status", "kind"]

@@ -1,0 +1,249 @@
+"""Run services: start, cancel, retry, decide approvals. The API, the admin, the command line and
+schedules all come through here."""
+
+from typing import Any
+
+import jsonschema
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from sparkops.roles import Role
+from workflows import dag
+from workflows import services as workflow_services
+from workflows.models import Workflow, WorkflowVersion
+from workflows.selectors import latest_published_version
+
+from .choices import RUN_ACTIVE, Decision, EventType, RunStatus, StepStatus, Trigger
+from .engine import dispatch
+from .engine.core import spec_of
+from .engine.transitions import TransitionRefused, emit, move_run, move_step, require_run_status
+from .models import Approval, Run, RunStep
+
+DEFAULT_ATTEMPTS = 3
+
+__all__ = ["TransitionRefused", "run_cancel", "run_retry", "run_start", "step_decide"]
+
+
+def input_errors(schema: dict, inputs: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema or {"type": "object"})
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(inputs)'}: {e.message}" for e in validator.iter_errors(inputs)]
+
+
+def _pinned_version(workflow: Workflow, version: WorkflowVersion | None) -> WorkflowVersion:
+    if version is not None and version.workflow_id != workflow.pk:
+        raise ValidationError({"version": "That version belongs to another workflow."})
+    version = version or latest_published_version(workflow)
+    if version is None or not version.published:
+        raise ValidationError({"version": "Runs pin a published version; publish one first."})
+    if not workflow.active:
+        raise ValidationError({"workflow": "The workflow is inactive."})
+    return version
+
+
+def run_start(
+    *,
+    workflow: Workflow,
+    inputs: dict | None = None,
+    user: User | None = None,
+    version: WorkflowVersion | None = None,
+    trigger: str = Trigger.API,
+    idempotency_key: str = "",
+    title: str = "",
+    priority: int = 0,
+    task_agent=None,
+) -> tuple[Run, bool]:
+    """Validate and write the run and its steps at once; the engine picks it up after commit.
+    Returns (run, created): a repeated idempotency key returns the first run."""
+    if idempotency_key:
+        existing = Run.objects.filter(project_id=workflow.project_id, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing, False
+    version = _pinned_version(workflow, version)
+    inputs = {} if inputs is None else inputs
+    if problems := input_errors(version.input_schema, inputs):
+        raise ValidationError({"inputs": problems})
+    try:
+        with transaction.atomic():
+            run = _create(workflow, version, inputs, user, trigger, idempotency_key, title, priority, task_agent)
+    except IntegrityError:  # the same idempotency key, twice at once: the first one wins
+        return Run.objects.get(project_id=workflow.project_id, idempotency_key=idempotency_key), False
+    return run, True
+
+
+def _create(workflow, version, inputs, user, trigger, idempotency_key, title, priority, task_agent) -> Run:
+    run = Run.objects.create(
+        project_id=workflow.project_id,
+        workflow=workflow,
+        workflow_version=version,
+        trigger=trigger,
+        created_by=user,
+        inputs=inputs,
+        idempotency_key=idempotency_key,
+        title=title,
+        priority=priority,
+        task_agent=task_agent,
+    )
+    RunStep.objects.bulk_create(_steps_for(run, version.definition))
+    emit(run.pk, EventType.RUN_QUEUED, payload={"trigger": trigger, "version": version.number})
+    dispatch.advance_on_commit(run.pk)
+    return run
+
+
+def _steps_for(run: Run, definition: dict, reuse: dict[str, RunStep] | None = None) -> list[RunStep]:
+    steps = []
+    for position, spec in enumerate(definition["steps"]):
+        step = RunStep(
+            run=run,
+            key=spec["key"],
+            kind=spec["kind"],
+            position=position,
+            max_attempts=spec.get("retry", {}).get("attempts", DEFAULT_ATTEMPTS),
+        )
+        previous = (reuse or {}).get(spec["key"])
+        if previous is not None:
+            step.status, step.output, step.input, step.reused_from = (
+                StepStatus.SUCCEEDED,
+                previous.output,
+                previous.input,
+                previous,
+            )
+            step.finished_at = timezone.now()
+        steps.append(step)
+    return steps
+
+
+def run_cancel(*, run: Run) -> Run:
+    """Ask a run to stop: no new step starts, running steps stop at their next check.
+    Cancelling twice is harmless; cancelling a finished run is refused."""
+    if run.status in (RunStatus.CANCELLING, RunStatus.CANCELLED):
+        return run
+    require_run_status(run, RUN_ACTIVE, "cancel")
+    if not move_run(run, RunStatus.CANCELLING, EventType.RUN_CANCELLING):
+        run.refresh_from_db()
+        if run.status not in (RunStatus.CANCELLING, RunStatus.CANCELLED):
+            raise TransitionRefused(f"Cannot cancel a run that is {run.status}.")
+        return run
+    dispatch.advance_now(run.pk)
+    return run
+
+
+def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None) -> Run:
+    """A new run of the same pinned version, reusing the outputs of the steps that succeeded."""
+    require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
+    inputs = run.inputs if inputs is None else inputs
+    if problems := input_errors(run.workflow_version.input_schema, inputs):
+        raise ValidationError({"inputs": problems})
+    succeeded = {step.key: step for step in run.steps.filter(status=StepStatus.SUCCEEDED)}
+    with transaction.atomic():
+        retry = Run.objects.create(
+            project_id=run.project_id,
+            workflow_id=run.workflow_id,
+            workflow_version=run.workflow_version,
+            trigger=Trigger.RETRY,
+            created_by=user,
+            inputs=inputs,
+            parent=run,
+            title=run.title,
+            priority=run.priority,
+            task_agent=run.task_agent,
+        )
+        RunStep.objects.bulk_create(_steps_for(retry, run.workflow_version.definition, reuse=succeeded))
+        emit(retry.pk, EventType.RUN_QUEUED, payload={"trigger": Trigger.RETRY, "parent": str(run.pk)})
+        for step in retry.steps.filter(reused_from__isnull=False):
+            emit(retry.pk, EventType.STEP_REUSED, step=step, payload={"key": step.key, "from_run": str(run.pk)})
+        dispatch.advance_on_commit(retry.pk)
+    return retry
+
+
+def approver_role(run: Run, key: str) -> str:
+    return spec_of(run.workflow_version.definition, key).get("role", dag.DEFAULT_APPROVER_ROLE)
+
+
+@transaction.atomic
+def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: str, comment: str = "") -> RunStep:
+    """Approve or reject an approval step. A rejection fails the step, and with it the run."""
+    step = RunStep.objects.filter(run=run, key=key).first()
+    if step is None:
+        raise ValidationError({"key": f"The run has no step {key!r}."})
+    needed = approver_role(run, key)
+    if not Role.at_least(role, needed):
+        raise PermissionDenied(f"Deciding this step needs the {needed} role.")
+    if step.status != StepStatus.WAITING_APPROVAL:
+        raise TransitionRefused(f"Step {key!r} is {step.status}, not waiting for approval.")
+    approved = decision == Decision.APPROVED
+    try:
+        with transaction.atomic():
+            Approval.objects.create(step=step, decision=decision, decided_by=user, comment=comment)
+    except IntegrityError:  # two people decided at once; the first one stands
+        raise TransitionRefused(f"Step {key!r} was decided by someone else.") from None
+    decided = {"decision": decision, "by": user.email, "comment": comment}
+    if approved:
+        moved = move_step(
+            step,
+            [StepStatus.WAITING_APPROVAL],
+            StepStatus.SUCCEEDED,
+            EventType.STEP_APPROVED,
+            payload=decided,
+            output={"approved": True, "by": user.email, "comment": comment},
+        )
+    else:
+        error = {"type": "Rejected", "message": f"Rejected by {user.email}: {comment}".rstrip(": "), "permanent": True}
+        moved = move_step(
+            step,
+            [StepStatus.WAITING_APPROVAL],
+            StepStatus.FAILED,
+            EventType.STEP_REJECTED,
+            payload=decided,
+            error=error,
+        )
+    if not moved:
+        raise TransitionRefused(f"Step {key!r} was decided by someone else.")
+    dispatch.advance_on_commit(run.pk)
+    return step
+
+
+# ------------------------------------------------------------------------------
+# Agent tasks: one-step runs for task-board frontends
+# ------------------------------------------------------------------------------
+TASK_PROMPT = "{{ inputs.title }}{% if inputs.description %}\n\n{{ inputs.description }}{% endif %}"
+TASK_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
+    "required": ["title"],
+}
+
+
+def _task_workflow(agent) -> Workflow:
+    """The hidden one-step workflow behind an agent's tasks, made on first use."""
+    slug = f"task-{agent.slug}"[:64]
+    workflow = Workflow.objects.filter(project_id=agent.project_id, slug=slug).first()
+    if workflow is None:
+        definition = {"steps": [{"key": "task", "kind": "agent", "agent": agent.slug, "prompt": TASK_PROMPT}]}
+        workflow = workflow_services.workflow_create(
+            project=agent.project,
+            user=None,
+            name=f"Tasks for {agent.name}",
+            slug=slug,
+            description="One-step runs started with /agents/{id}/start-task.",
+            definition=definition,
+            input_schema=TASK_SCHEMA,
+            publish=True,
+        )
+    return workflow
+
+
+def task_start(*, agent, user: User, title: str, description: str = "", priority: int = 0) -> Run:
+    with transaction.atomic():
+        workflow = _task_workflow(agent)
+        run, _ = run_start(
+            workflow=workflow,
+            inputs={"title": title, "description": description},
+            user=user,
+            trigger=Trigger.API,
+            title=title,
+            priority=priority,
+            task_agent=agent,
+        )
+    return run

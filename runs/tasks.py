@@ -1,0 +1,20 @@
+"""Thin Celery tasks: ids in, one engine call. Safe to run twice."""
+
+from celery import shared_task
+
+from .engine import core
+
+
+@shared_task(name="runs.run_advance", ignore_result=True)
+def run_advance(run_id: str) -> None:
+    core.advance(run_id)
+
+
+@shared_task(name="runs.step_execute", ignore_result=True)
+def step_execute(step_id: int) -> None:
+    core.execute(step_id)
+
+
+@shared_task(name="runs.reap", ignore_result=True)
+def reap() -> dict:
+    return core.reap()
