@@ -22,3 +22,14 @@ def team(db):
 def api_client():
     """An unauthenticated API client."""
     return client_for()
+
+
+@pytest.fixture
+def engine_inline(transactional_db):
+    """Celery tasks run in the test's own thread as soon as they are enqueued (after commit), so a
+    run goes as far as it can before the call that started it returns."""
+    from sparkops.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
