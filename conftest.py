@@ -1,15 +1,28 @@
 import pytest
+from django.conf import settings
 from django.core.cache import cache
+from django.core.cache.backends.redis import RedisCache
 
 from sparkops.testing import client_for, make_team
 
 
+def _clear_test_cache() -> None:
+    # Login failure counters and throttles live in the cache; no test may see another's. On
+    # Redis only our prefixed keys go: the broker's queues live in the same database.
+    if isinstance(cache, RedisCache):
+        client = cache._cache.get_client(write=True)
+        keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    else:
+        cache.clear()
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
-    # Login failure counters and throttles live in the cache; no test may see another's.
-    cache.clear()
+    _clear_test_cache()
     yield
-    cache.clear()
+    _clear_test_cache()
 
 
 @pytest.fixture

@@ -144,7 +144,8 @@ def tool_errors(tool: Tool) -> dict[str, list[str]]:
 def tool_save(*, tool: Tool) -> Tool:
     # A builtin knows its own input schema; fill it in when none is given.
     builtin = tools.get("builtin")
-    if not tool.input_schema and tool.kind == "builtin" and not builtin.validate_config(tool.config or {}):
+    config = tool.config if isinstance(tool.config, dict) else {}  # a list or string is reported below
+    if not tool.input_schema and tool.kind == "builtin" and not builtin.validate_config(config):
         tool.input_schema = builtin.default_input_schema(tool.config)
     errors = tool_errors(tool)
     if errors:

@@ -77,8 +77,10 @@ class AgentSerializer(serializers.ModelSerializer):
     provider = serializers.ChoiceField(choices=providers.choices())
     tools = ProjectScopedRelatedField(queryset=Tool.objects.all(), many=True, required=False)
     credential = ProjectScopedRelatedField(queryset=ProviderCredential.objects.all(), required=False, allow_null=True)
-    is_priced = serializers.BooleanField(
-        read_only=True, help_text="False when no price is known for the model: its cost cannot be counted."
+    # A method field, not a plain BooleanField: rows from create (and any unannotated agent)
+    # have no is_priced attribute, and a BooleanField would silently drop the key.
+    is_priced = serializers.SerializerMethodField(
+        help_text="False when no price is known for the model: its cost cannot be counted."
     )
     health = serializers.SerializerMethodField()
 

@@ -65,7 +65,9 @@ class AgentViewSet(ProjectScopedViewSet):
         data = dict(serializer.validated_data)
         data.pop("project", None)  # an agent never moves between projects
         tool_list = data.pop("tools", None)
-        services.agent_save(agent=_apply(serializer.instance, data), tool_list=tool_list)
+        agent = services.agent_save(agent=_apply(serializer.instance, data), tool_list=tool_list)
+        # Read it back: the is_priced annotation was computed for the old provider and model.
+        serializer.instance = self.get_queryset().get(pk=agent.pk)
 
     @extend_schema(
         summary="Check the agent's provider with the cheapest real call", request=None, responses=AgentHealthSerializer

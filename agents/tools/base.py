@@ -5,10 +5,51 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
+
+MAX_EXPONENT = 100  # 10**100 is plenty; 9**9**9 would hang the worker
+# Chained powers and squarings stay small at each step yet grow without bound; results stay well
+# under Python's 4300-digit int-to-str limit, so they can be printed and stored as JSON.
+MAX_RESULT_BITS = 4096
+
+
+def power_error(base: Any, exponent: Any) -> str | None:
+    """Why ``base ** exponent`` is refused, or None when it is cheap to compute."""
+    if not isinstance(exponent, int | float) or not isinstance(base, int | float):
+        return None
+    if abs(exponent) > MAX_EXPONENT:
+        return f"Exponents above {MAX_EXPONENT} are refused."
+    if isinstance(base, int) and isinstance(exponent, int) and exponent * abs(base).bit_length() > MAX_RESULT_BITS:
+        return "The result would be too large."
+    return None
+
+
+def _product_error(left: Any, right: Any) -> str | None:
+    for sequence, times in ((left, right), (right, left)):
+        if isinstance(sequence, str | list | tuple) and isinstance(times, int) and len(sequence) * times > MAX_RANGE:
+            return f"Repeating a value past {MAX_RANGE} items is refused."
+    if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_RESULT_BITS:
+        return "The result would be too large."
+    return None
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox refuses unsafe attributes but not unbounded work: ``{{ 9 ** (9 ** 9) }}``
+    would hang the worker and ``{{ 'x' * 10 ** 10 }}`` exhaust its memory. Intercepting the two
+    operators also stops Jinja from folding them at compile time."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        problem = power_error(left, right) if operator == "**" else _product_error(left, right)
+        if problem:
+            raise SecurityError(problem)
+        return super().call_binop(context, operator, left, right)
+
 
 # Sandboxed: templates can read what they are given and call nothing unsafe; never eval.
-TEMPLATES = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+TEMPLATES = _BoundedSandbox(undefined=StrictUndefined, autoescape=False)
 
 
 @dataclass

@@ -1,12 +1,15 @@
 """Built-in tools: a small vetted registry of pure functions. Never eval of user input."""
 
 import ast
+import math
 import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .base import ToolError, ToolExecutor, ToolResult, render
+import jsonschema
+
+from .base import MAX_RESULT_BITS, ToolError, ToolExecutor, ToolResult, power_error, render
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,6 @@ _OPERATORS = {
     ast.USub: operator.neg,
     ast.UAdd: operator.pos,
 }
-MAX_EXPONENT = 100  # 10**100 is plenty; 9**9**9 would hang the worker
 
 
 def _evaluate(node: ast.AST) -> float:
@@ -52,10 +54,24 @@ def _evaluate(node: ast.AST) -> float:
         return _OPERATORS[type(node.op)](_evaluate(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         left, right = _evaluate(node.left), _evaluate(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
-            raise ToolError(f"Exponents above {MAX_EXPONENT} are refused.", permanent=True)
-        return _OPERATORS[type(node.op)](left, right)
+        if isinstance(node.op, ast.Pow):
+            _check_power(left, right)
+        return _checked(_OPERATORS[type(node.op)](left, right))
     raise ToolError(f"Only numbers and + - * / // % ** are allowed, not {type(node).__name__}.", permanent=True)
+
+
+def _check_power(base: float, exponent: float) -> None:
+    if problem := power_error(base, exponent):
+        raise ToolError(problem, permanent=True)
+
+
+def _checked(value) -> float:
+    # inf, nan and complex ((-8) ** 0.5) are not JSON numbers; huge ints cannot be printed.
+    if isinstance(value, complex) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ToolError("The result is not a finite real number.", permanent=True)
+    if isinstance(value, int) and value.bit_length() > MAX_RESULT_BITS:
+        raise ToolError("The result would be too large.", permanent=True)
+    return value
 
 
 def _arithmetic(arguments: dict) -> float:
@@ -99,6 +115,8 @@ BUILTINS: dict[str, Builtin] = {
     ),
 }
 
+_VALIDATORS = {name: jsonschema.Draft202012Validator(b.input_schema) for name, b in BUILTINS.items()}
+
 
 class BuiltinExecutor(ToolExecutor):
     kind = "builtin"
@@ -113,6 +131,12 @@ class BuiltinExecutor(ToolExecutor):
         return BUILTINS[config["function"]].input_schema
 
     def execute(self, *, config: dict, arguments: dict, secret: str = "") -> ToolResult:
+        builtin = BUILTINS[config["function"]]
+        # The tool's own input_schema may be looser than what the function reads; a missing or
+        # mistyped argument is a failed call, not a crash.
+        problem = jsonschema.exceptions.best_match(_VALIDATORS[config["function"]].iter_errors(arguments))
+        if problem is not None:
+            raise ToolError(f"Invalid input for {config['function']}: {problem.message}", permanent=True)
         started = time.monotonic()
-        output = BUILTINS[config["function"]].function(arguments)
+        output = builtin.function(arguments)
         return ToolResult(output=output, latency_ms=(time.monotonic() - started) * 1000)

@@ -34,6 +34,8 @@ class HttpExecutor(ToolExecutor):
         headers = config.get("headers", {})
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             errors["headers"] = "Headers must be an object of strings."
+        elif problem := next(filter(None, map(template_errors, headers.values())), None):
+            errors["headers"] = f"Template error: {problem}"
         timeout = config.get("timeout", 10)
         if not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT:
             errors["timeout"] = f"Timeout must be a number of seconds in (0, {MAX_TIMEOUT}]."

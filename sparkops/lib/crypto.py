@@ -41,18 +41,22 @@ def encrypt(plaintext: str) -> str:
     return _current_ring().encrypt(plaintext.encode()).decode()
 
 
+UNKNOWN_KEY = "Cannot decrypt: the key that encrypted this is not in SPARKOPS_ENCRYPTION_KEYS."
+
+
 def decrypt(ciphertext: str) -> str:
     try:
         return _current_ring().decrypt(ciphertext.encode()).decode()
     except InvalidToken as exc:
-        raise DecryptionError(
-            "Cannot decrypt: the key that encrypted this is not in SPARKOPS_ENCRYPTION_KEYS."
-        ) from exc
+        raise DecryptionError(UNKNOWN_KEY) from exc
 
 
 def rotate(ciphertext: str) -> str:
-    """Re-encrypt under the newest key."""
-    return _current_ring().rotate(ciphertext.encode()).decode()
+    """Re-encrypt under the newest key. Raises DecryptionError, like decrypt."""
+    try:
+        return _current_ring().rotate(ciphertext.encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError(UNKNOWN_KEY) from exc
 
 
 def generate_key() -> str:

@@ -112,6 +112,13 @@ def _client(timeout: float) -> httpx.Client:
     return httpx.Client(transport=GuardedTransport(), timeout=timeout, follow_redirects=False, trust_env=False)
 
 
+def _parse(url: str) -> httpx.URL:
+    try:
+        return httpx.URL(url)
+    except httpx.InvalidURL as exc:  # e.g. "http://0177.0.0.1" or "http://[::1"
+        raise OutboundError(f"Invalid URL {url!r}: {exc}", permanent=True) from exc
+
+
 def _check_scheme(url: httpx.URL) -> None:
     if url.scheme not in ("http", "https"):
         raise BlockedDestination(f"Only http and https URLs are allowed, not {str(url)!r}.")
@@ -137,17 +144,19 @@ def request(
 
     With ``max_redirects=0`` a 3xx comes back as the response itself."""
     started = time.monotonic()
-    _check_scheme(httpx.URL(url))
+    _check_scheme(_parse(url))
     try:
         with _client(timeout) as client:
             outgoing = client.build_request(method, url, headers=headers, json=json, content=content, params=params)
             response, history = _send_following(client, outgoing, set(headers or {}), max_redirects)
             try:
-                body = _read_capped(response, max_bytes)
+                body = _read_capped(response, max_bytes, deadline=started + timeout)
             finally:
                 response.close()
     except httpx.TimeoutException as exc:
         raise OutboundError(f"Timed out after {timeout:g}s ({type(exc).__name__}).") from exc
+    except httpx.InvalidURL as exc:  # not an HTTPError; e.g. params that make a bad URL
+        raise OutboundError(f"Invalid URL: {exc}", permanent=True) from exc
     except httpx.HTTPError as exc:
         raise OutboundError(f"{type(exc).__name__}: {exc}") from exc
     elapsed = (time.monotonic() - started) * 1000
@@ -176,7 +185,7 @@ def _send_following(
         outgoing = following
 
 
-def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+def _read_capped(response: httpx.Response, max_bytes: int, *, deadline: float) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise ResponseTooLarge(f"Response is {declared} bytes; the limit is {max_bytes}.")
@@ -185,5 +194,9 @@ def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
         size += len(chunk)
         if size > max_bytes:
             raise ResponseTooLarge(f"Response exceeds the limit of {max_bytes} bytes.")
+        # httpx's timeout is per read: a server dripping a byte at a time would hold the worker
+        # for as long as it likes. The whole call gets the timeout.
+        if time.monotonic() > deadline:
+            raise OutboundError("Timed out: the response body was still arriving at the deadline.")
         chunks.append(chunk)
     return b"".join(chunks)

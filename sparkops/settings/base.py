@@ -275,6 +275,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A running step is presumed lost with its worker this long after its timeout; the reaper then
+# hands it to another worker.
+SPARKOPS_LEASE_MARGIN_SECONDS = env.float("SPARKOPS_LEASE_MARGIN_SECONDS", default=30.0)
 # System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
 # separate rows that this never touches.
 CELERY_BEAT_SCHEDULE = {

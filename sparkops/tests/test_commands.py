@@ -11,6 +11,7 @@ from sparkops.roles import Role
 def test_seed_demo_is_idempotent(settings):
     settings.DEBUG = True
     call_command("seed_demo")
+
     def counts():
         models = [User, Project, Membership, Agent, Tool]
         return [m.objects.count() for m in models]
