@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -28,7 +29,8 @@ DEFAULT_BACKOFF_SECONDS = 2
 MAX_BACKOFF_SECONDS = 3600
 # A queued step whose message has not started it by then is dispatched again (Redis lost it).
 DISPATCH_GRACE = timedelta(seconds=60)
-LEASE_MARGIN = timedelta(seconds=30)
+# How long past its timeout a running step is presumed lost with its worker.
+LEASE_MARGIN = timedelta(seconds=settings.SPARKOPS_LEASE_MARGIN_SECONDS)
 # Deliveries beyond the retry budget that a lost worker may cost, before a step is declared poison.
 LOST_WORKER_ALLOWANCE = 3
 # A queued run that no advance has touched for this long was committed but never enqueued.

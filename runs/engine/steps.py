@@ -195,6 +195,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
         result = _complete(provider, request)
         ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
         record_llm_call(ctx, agent=agent, result=result, iteration=iteration)
+        ctx.check_cancel()  # a call that returned after the cancel request is counted, not used
         if not result.tool_calls:
             return result.text
         if iteration == agent.max_tool_iterations:
