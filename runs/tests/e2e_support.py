@@ -1,0 +1,155 @@
+"""End-to-end support: a real Celery worker process on the test database, and an
+OpenAI-compatible server on 127.0.0.1 whose behaviour each prompt chooses.
+
+Prompt markers the fake provider understands (anywhere in the last user message):
+- ``SLOW=<seconds>``: answer after that long;
+- ``FAIL_ONCE=<name>``: answer 500 the first time this name is seen, normally after;
+- ``CALL=<tool>``: ask for that tool (with ``{"expression": "6*7"}``) until a tool result comes back.
+Every answer is "answer to: <prompt>" with token counts.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.prompts: Counter[str] = Counter()  # prompt text -> completions requested
+        self.failed_once: set[str] = set()
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def answer(self, body: dict) -> tuple[int, dict, float]:
+        messages = body["messages"]
+        prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        has_tool_result = any(m["role"] == "tool" for m in messages)
+        with self.lock:
+            self.prompts[prompt] += 1
+            fail = re.search(r"FAIL_ONCE=(\w+)", prompt)
+            if fail and fail[1] not in self.failed_once:
+                self.failed_once.add(fail[1])
+                return 500, {"error": {"message": "upstream hiccup"}}, 0.0
+        delay = float(m[1]) if (m := re.search(r"SLOW=([\d.]+)", prompt)) else 0.0
+        call = re.search(r"CALL=(\w+)", prompt)
+        message = {"role": "assistant", "content": f"answer to: {prompt}"}
+        if call and not has_tool_result:
+            arguments = json.dumps({"expression": "6*7"})
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": call[1], "arguments": arguments}}
+                ],
+            }
+        usage = {"prompt_tokens": 100, "completion_tokens": 20}
+        return 200, {"choices": [{"message": message, "finish_reason": "stop"}], "usage": usage}, delay
+
+
+def _handler(fake: FakeOpenAI):
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, payload, delay = fake.answer(body)
+            time.sleep(delay)
+            raw = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class Worker:
+    """``celery worker`` as a real process group (prefork, 2 children) on the test database."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "sparkops.settings.test",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "SPARKOPS_HTTP_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "SPARKOPS_LEASE_MARGIN_SECONDS": "1",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "sparkops",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel=INFO",
+        ]
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(  # noqa: S603 - our own worker, fixed arguments
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text():
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """kill -9 of the whole worker: parent and children, no chance to ack or clean up."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
