@@ -4,6 +4,7 @@ A template sees two variables: ``inputs`` (the run's inputs, e.g. ``{{ inputs.to
 ``steps`` (earlier steps' outputs, e.g. ``{{ steps.fetch.output.title }}``). Pure code: no Django.
 """
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +80,13 @@ def _hop_name(node: nodes.Getattr | nodes.Getitem) -> str | None:
 def render(source: str, *, inputs: dict, steps: dict[str, Any]) -> str:
     """Render one template. ``steps`` maps a step key to its output."""
     context = {INPUTS: inputs, STEPS: {key: {OUTPUT: output} for key, output in steps.items()}}
-    return _env.from_string(source).render(context)
+    return _compiled(source).render(context)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str):
+    # Compiling dominates rendering, and a workflow renders the same few templates on every run.
+    return _env.from_string(source)
 
 
 def render_value(value: Any, *, inputs: dict, steps: dict[str, Any]) -> Any:

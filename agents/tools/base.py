@@ -1,6 +1,7 @@
 """What every tool executor speaks. Executors run one call and never touch run rows."""
 
 import abc
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,9 +85,15 @@ class ToolExecutor(abc.ABC):
 
 def render(template: str, context: dict) -> str:
     try:
-        return TEMPLATES.from_string(template).render(context)
+        return _compiled(template).render(context)
     except TemplateError as exc:
         raise ToolError(f"Template error: {exc}", permanent=True) from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(template: str):
+    # Compiling dominates rendering; tools render the same few templates on every call.
+    return TEMPLATES.from_string(template)
 
 
 def template_errors(template: str) -> str | None:

@@ -19,8 +19,16 @@ from workflows import dag
 from ..choices import RUN_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunStep
 from . import dispatch
-from .steps import StepCancelled, StepContext, StepFailed, run_agent_step, run_condition_step, run_tool_step
-from .transitions import emit, move_run, move_step
+from .steps import (
+    StepCancelled,
+    StepContext,
+    StepFailed,
+    recorded_fields,
+    run_agent_step,
+    run_condition_step,
+    run_tool_step,
+)
+from .transitions import emit_many, move_run, move_step
 
 log = logging.getLogger(__name__)
 
@@ -136,15 +144,16 @@ def claim(step_id: int) -> RunStep | None:
         return None
     timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     claimable = Q(status=StepStatus.QUEUED) | Q(status=StepStatus.RUNNING, lease_expires_at__lt=now)
-    claimed = RunStep.objects.filter(claimable, pk=step_id, attempt=step.attempt).update(
-        status=StepStatus.RUNNING,
-        attempt=step.attempt + 1,
-        started_at=now,
-        lease_expires_at=now + timedelta(seconds=timeout) + LEASE_MARGIN,
-    )
-    if not claimed:
+    fields = {
+        "status": StepStatus.RUNNING,
+        "attempt": step.attempt + 1,
+        "started_at": now,
+        "lease_expires_at": now + timedelta(seconds=timeout) + LEASE_MARGIN,
+    }
+    if not RunStep.objects.filter(claimable, pk=step_id, attempt=step.attempt).update(**fields):
         return None
-    step.refresh_from_db()
+    for name, value in fields.items():
+        setattr(step, name, value)
     return step
 
 
@@ -159,14 +168,17 @@ def execute(step_id: int) -> None:
         move_step(step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED)
     else:
         _run(step, run)
-    dispatch.advance_on_commit(run.pk)
+    # Advance here rather than through another message: the step's outcome is committed, and
+    # the run's row lock keeps this safe next to any other advance.
+    advance(run.pk)
 
 
 def _run(step: RunStep, run: Run) -> None:
     definition = run.workflow_version.definition
     spec = spec_of(definition, step.key)
-    emit(run.pk, EventType.STEP_STARTED, step=step, payload={"key": step.key, "attempt": step.attempt})
+    started = (EventType.STEP_STARTED, step, {"key": step.key, "attempt": step.attempt})
     if step.kind == "approval":
+        emit_many(run.pk, [started])
         move_step(
             step,
             [StepStatus.RUNNING],
@@ -179,16 +191,18 @@ def _run(step: RunStep, run: Run) -> None:
     outputs = dict(RunStep.objects.filter(run=run, status=StepStatus.SUCCEEDED).values_list("key", "output"))
     timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout)
+    # "started" waits for the step's next write (a call, or its outcome) to save a round trip.
+    ctx.pending.append(started)
     try:
         output = _perform(ctx, definition)
     except StepCancelled:
-        move_step(
-            step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED, latency_ms=step.latency_ms
-        )
+        ctx.flush()
+        move_step(step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED, **recorded_fields(step))
     except StepFailed as failure:
+        ctx.flush()
         _fail_step(step, failure, spec)
     else:
-        _succeed(step, output, ctx.untaken)
+        _succeed(step, output, ctx)
 
 
 def _perform(ctx: StepContext, definition: dict) -> Any:
@@ -201,7 +215,7 @@ def _perform(ctx: StepContext, definition: dict) -> Any:
     raise StepFailed(f"Unknown step kind {ctx.step.kind!r}.", permanent=True)
 
 
-def _succeed(step: RunStep, output: Any, untaken: list[str]) -> None:
+def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
     with transaction.atomic():
         # Conditional on this attempt: a worker that lost its lease must not overwrite the result
         # of the worker that took over.
@@ -209,14 +223,15 @@ def _succeed(step: RunStep, output: Any, untaken: list[str]) -> None:
             status=StepStatus.SUCCEEDED,
             output=output,
             error={},
-            latency_ms=step.latency_ms,
             finished_at=timezone.now(),
             lease_expires_at=None,
+            **recorded_fields(step),
         )
         if not done:
             return
-        emit(step.run_id, EventType.STEP_SUCCEEDED, step=step, payload={"key": step.key, "attempt": step.attempt})
-        for other in RunStep.objects.filter(run_id=step.run_id, key__in=untaken, status=StepStatus.PENDING):
+        ctx.pending.append((EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt}))
+        ctx.flush()
+        for other in RunStep.objects.filter(run_id=step.run_id, key__in=ctx.untaken, status=StepStatus.PENDING):
             move_step(other, [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED, payload={"by": step.key})
 
 
@@ -234,9 +249,9 @@ def _fail_step(step: RunStep, failure: StepFailed, spec: dict | None = None) -> 
             EventType.STEP_RETRYING,
             payload={**failure.as_error(), "attempt": step.attempt, "delay_seconds": delay},
             error=failure.as_error(),
-            latency_ms=step.latency_ms,
             queued_at=timezone.now(),
             lease_expires_at=timezone.now() + timedelta(seconds=delay) + DISPATCH_GRACE,
+            **recorded_fields(step),
         )
         if moved:
             dispatch.step_on_commit(step.pk, delay=delay)
@@ -248,7 +263,7 @@ def _fail_step(step: RunStep, failure: StepFailed, spec: dict | None = None) -> 
         EventType.STEP_FAILED,
         payload=failure.as_error(),
         error=failure.as_error(),
-        latency_ms=step.latency_ms,
+        **recorded_fields(step),
     )
 
 

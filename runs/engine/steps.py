@@ -22,7 +22,7 @@ from workflows import dag, templating
 
 from ..choices import EventType, RunStatus
 from ..models import Run, RunStep
-from .transitions import emit
+from .transitions import emit_many
 
 
 class StepFailed(Exception):
@@ -48,6 +48,16 @@ class StepContext:
     outputs: dict[str, Any]
     deadline: float
     untaken: list[str] = field(default_factory=list)
+    #: Events not yet written; they go out with the next write, in one statement.
+    pending: list[tuple] = field(default_factory=list)
+
+    def emit(self, type_: str, payload: dict) -> None:
+        self.pending.append((type_, self.step, payload))
+        self.flush()
+
+    def flush(self) -> None:
+        events, self.pending = self.pending, []
+        emit_many(self.run.pk, events)
 
     def render(self, source: str) -> str:
         try:
@@ -81,14 +91,12 @@ def record_llm_call(ctx: StepContext, *, agent: Agent, result, iteration: int) -
         "cost_usd": F("cost_usd") + (cost or Decimal(0)),
         "unpriced_calls": F("unpriced_calls") + (0 if price else 1),
     }
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
         RunStep.objects.filter(pk=ctx.step.pk).update(**totals)
         Run.objects.filter(pk=ctx.run.pk).update(**totals)
-        emit(
-            ctx.run.pk,
+        ctx.emit(
             EventType.LLM_CALL,
-            step=ctx.step,
-            payload={
+            {
                 "key": ctx.step.key,
                 "iteration": iteration,
                 "provider": agent.provider,
@@ -106,11 +114,9 @@ def record_llm_call(ctx: StepContext, *, agent: Agent, result, iteration: int) -
 def _record_tool_call(
     ctx: StepContext, tool_name: str, arguments: Any, output: Any, error: str, latency_ms: float
 ) -> None:
-    emit(
-        ctx.run.pk,
+    ctx.emit(
         EventType.TOOL_CALL,
-        step=ctx.step,
-        payload={
+        {
             "key": ctx.step.key,
             "tool": tool_name,
             "arguments": arguments,
@@ -182,7 +188,8 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
     credential = agent.credential.as_provider_credential() if agent.credential else Credential()
     messages = [Message("user", prompt)]
     for iteration in range(agent.max_tool_iterations + 1):
-        ctx.check_cancel()
+        if iteration:  # before the first call, execute() has just checked the run's status
+            ctx.check_cancel()
         request = CompletionRequest(
             model=agent.model,
             messages=messages,
@@ -275,7 +282,19 @@ def run_condition_step(ctx: StepContext, definition: dict) -> dict:
 
 
 def _save_input(ctx: StepContext, value: dict, **fields) -> None:
+    """Note what the step was given; written with the step's outcome (one UPDATE, not two)."""
     ctx.step.input = value
     for name, field_value in fields.items():
         setattr(ctx.step, name, field_value)
-    RunStep.objects.filter(pk=ctx.step.pk).update(input=value, **fields)
+
+
+def recorded_fields(step: RunStep) -> dict:
+    """What an attempt learned about itself, for the UPDATE that records its outcome."""
+    return {
+        "input": step.input,
+        "agent_id": step.agent_id,
+        "tool_id": step.tool_id,
+        "provider": step.provider,
+        "model": step.model,
+        "latency_ms": step.latency_ms,
+    }
