@@ -4,7 +4,9 @@ from django.core.management import CommandError, call_command
 from accounts.models import User
 from agents.models import Agent, Tool
 from projects.models import Membership, Project
+from runs.models import Run
 from sparkops.roles import Role
+from workflows.models import Workflow
 
 
 @pytest.mark.django_db
@@ -13,13 +15,13 @@ def test_seed_demo_is_idempotent(settings):
     call_command("seed_demo")
 
     def counts():
-        models = [User, Project, Membership, Agent, Tool]
+        models = [User, Project, Membership, Agent, Tool, Workflow, Run]
         return [m.objects.count() for m in models]
 
     first = counts()
     call_command("seed_demo")
     assert counts() == first
-    assert first == [2, 2, 4, 6, 8]
+    assert first == [2, 2, 4, 6, 8, 4, 8]
     researcher = Agent.objects.get(project__slug="demo-research", slug="researcher")
     assert researcher.provider == "echo"
     assert sorted(researcher.tools.values_list("slug", flat=True)) == ["calculator", "extract_json"]
@@ -59,3 +61,17 @@ def test_the_admin_login_page_and_index_work_for_a_superuser(client):
     response = client.get("/admin/")
     assert response.status_code == 200
     assert b"Projects" in response.content
+
+
+def test_seed_demo_runs_complete_on_the_echo_provider(engine_inline, settings):
+    settings.DEBUG = True
+    call_command("seed_demo")
+    brief = Run.objects.filter(workflow__slug="brief")
+    assert brief.count() == 4
+    assert set(brief.values_list("status", flat=True)) == {"succeeded"}
+    # The review workflow stops at its human sign-off when the report was deep enough.
+    deep = Run.objects.get(workflow__slug="review", workflow__project__slug="demo-research", inputs__depth=5)
+    assert deep.status == "waiting_approval"
+    shallow = Run.objects.get(workflow__slug="review", workflow__project__slug="demo-research", inputs__depth=1)
+    assert shallow.status == "succeeded"
+    assert shallow.steps.get(key="draft").status == "skipped"

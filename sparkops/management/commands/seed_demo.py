@@ -9,7 +9,12 @@ from agents import services as agent_services
 from agents.models import Agent, Tool
 from projects import services as project_services
 from projects.models import Membership, Project
+from runs import services as run_services
+from runs.choices import Trigger
+from runs.models import Run
 from sparkops.roles import Role
+from workflows import services as workflow_services
+from workflows.models import Workflow
 
 DEMO_PASSWORD_DEFAULT = "spark-demo-pass"  # noqa: S105 - demo data, refused with DEBUG off
 OWNER_EMAIL = "demo@sparkops.local"
@@ -29,6 +34,73 @@ DEMO_TOOLS = [
         "http",
         {"method": "GET", "url": "https://example.com/{{ path }}", "timeout": 10},
         "read",
+    ),
+]
+TOPIC_SCHEMA = {
+    "type": "object",
+    "properties": {"topic": {"type": "string"}, "depth": {"type": "integer", "minimum": 1, "maximum": 10}},
+    "required": ["topic"],
+}
+DEMO_WORKFLOWS = [
+    (
+        "brief",
+        "Research brief",
+        "Research a topic, then write a short brief.",
+        [
+            {
+                "key": "research",
+                "kind": "agent",
+                "agent": "researcher",
+                "prompt": "Find facts about {{ inputs.topic }}.",
+            },
+            {
+                "key": "write",
+                "kind": "agent",
+                "agent": "writer",
+                "depends_on": ["research"],
+                "prompt": "Summarise for a busy reader: {{ steps.research.output }}",
+            },
+        ],
+    ),
+    (
+        "review",
+        "Reviewed report",
+        "Two researchers in parallel, a depth check, and a human sign-off.",
+        [
+            {"key": "facts", "kind": "agent", "agent": "researcher", "prompt": "Facts about {{ inputs.topic }}."},
+            {
+                "key": "numbers",
+                "kind": "tool",
+                "tool": "calculator",
+                "input": {"expression": "{{ inputs.depth }} * 10"},
+            },
+            {
+                "key": "deep",
+                "kind": "condition",
+                "left": "{{ steps.numbers.output }}",
+                "op": ">=",
+                "right": "30",
+                "then": ["draft"],
+                "else": ["quick_note"],
+                "depends_on": ["facts", "numbers"],
+            },
+            {"key": "draft", "kind": "agent", "agent": "writer", "prompt": "Long report on {{ steps.facts.output }}"},
+            {"key": "quick_note", "kind": "agent", "agent": "writer", "prompt": "One line on {{ inputs.topic }}"},
+            {
+                "key": "sign_off",
+                "kind": "approval",
+                "role": "admin",
+                "message": "Publish the report?",
+                "depends_on": ["draft"],
+            },
+            {
+                "key": "publish",
+                "kind": "agent",
+                "agent": "reviewer",
+                "depends_on": ["sign_off"],
+                "prompt": "Final check of: {{ steps.draft.output }}",
+            },
+        ],
     ),
 ]
 DEMO_AGENTS = [
@@ -63,6 +135,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"created project {slug}")
             Membership.objects.get_or_create(project=project, user=second, defaults={"role": Role.DEVELOPER})
             self._catalog(project)
+            self._workflows(project, owner)
         self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {OWNER_EMAIL} or {SECOND_EMAIL}"))
 
     def _user(self, email: str, name: str, password: str, *, staff: bool) -> User:
@@ -97,3 +170,28 @@ class Command(BaseCommand):
                     parameters={"temperature": 0.2, "max_tokens": 512},
                 )
                 agent_services.agent_save(agent=agent, tool_list=[tools[t] for t in tool_slugs])
+
+    def _workflows(self, project: Project, owner: User) -> None:
+        """Demo workflows, published, and a few runs the echo provider completes at once."""
+        for slug, name, description, steps in DEMO_WORKFLOWS:
+            workflow = Workflow.objects.filter(project=project, slug=slug).first()
+            if workflow is None:
+                workflow = workflow_services.workflow_create(
+                    project=project,
+                    user=owner,
+                    name=name,
+                    slug=slug,
+                    description=description,
+                    definition={"steps": steps},
+                    input_schema=TOPIC_SCHEMA,
+                    publish=True,
+                )
+            if not Run.objects.filter(workflow=workflow).exists():
+                for topic, depth in (("solar storage", 5), ("tidal power", 1)):
+                    run_services.run_start(
+                        workflow=workflow,
+                        inputs={"topic": topic, "depth": depth},
+                        user=owner,
+                        trigger=Trigger.CLI,
+                        title=f"Demo: {topic}",
+                    )

@@ -1,0 +1,89 @@
+"""Shared set-up for the benchmarks: Django on the database and broker the environment names."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sparkops.settings.local")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+
+
+def django_setup() -> None:
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def start_worker(concurrency: int, log: Path) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "sparkops",
+        "worker",
+        "-P",
+        "prefork",
+        "-c",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=WARNING",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    time.sleep(4)  # prefork start-up; the first tasks would only wait in the queue otherwise
+    return process
+
+
+def demo_workflow(steps: int = 3):
+    """A project with an echo agent and a published linear workflow of ``steps`` agent steps."""
+    from accounts.models import User
+    from agents import services as agent_services
+    from agents.models import Agent
+    from projects import services as project_services
+    from projects.models import Project
+    from workflows import services as workflow_services
+    from workflows.models import Workflow
+
+    user, _ = User.objects.get_or_create(email="bench@sparkops.local")
+    project = Project.objects.filter(slug="bench").first() or project_services.project_create(
+        user=user, name="Bench", slug="bench"
+    )
+    if not Agent.objects.filter(project=project, slug="echo").exists():
+        agent_services.agent_save(
+            agent=Agent(project=project, slug="echo", name="Echo", provider="echo", model="echo-1")
+        )
+    slug = f"linear-{steps}"
+    workflow = Workflow.objects.filter(project=project, slug=slug).first()
+    if workflow is None:
+        definition = {
+            "steps": [
+                {
+                    "key": f"s{n}",
+                    "kind": "agent",
+                    "agent": "echo",
+                    "prompt": f"step {n} of {{{{ inputs.topic }}}}",
+                    **({"depends_on": [f"s{n - 1}"]} if n else {}),
+                }
+                for n in range(steps)
+            ]
+        }
+        schema = {"type": "object", "properties": {"topic": {"type": "string"}}}
+        workflow = workflow_services.workflow_create(
+            project=project, user=user, name=slug, slug=slug, definition=definition, input_schema=schema, publish=True
+        )
+    return user, project, workflow
