@@ -257,7 +257,7 @@ if REDIS_URL:
     # Longer than any step may run, so Redis never redelivers a message still being worked on.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
 else:
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost//"  # the host part only quiets a kombu warning
     # Our filesystem transport publishes atomically (write + rename); kombu's own can be read
     # half-written under load.
     CELERY_BROKER_TRANSPORT = "sparkops.lib.kombu_fs:Transport"
