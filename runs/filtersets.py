@@ -1,7 +1,7 @@
 import django_filters
 
 from .choices import RunStatus, StepStatus, Trigger
-from .models import Run, RunStep
+from .models import Run, RunStep, Schedule
 
 
 class RunFilterSet(django_filters.FilterSet):
@@ -32,3 +32,9 @@ class RunStepFilterSet(django_filters.FilterSet):
     class Meta:
         model = RunStep
         fields = ["status", "kind"]
+
+
+class ScheduleFilterSet(django_filters.FilterSet):
+    class Meta:
+        model = Schedule
+        fields = ["project", "workflow", "enabled"]

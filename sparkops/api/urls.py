@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from accounts.api.views import ApiKeyViewSet
 from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet, ToolViewSet
 from projects.api.views import MembershipViewSet, ProjectViewSet
+from runs.api.schedules import ScheduleViewSet
 from runs.api.views import AgentStartTaskView, RunViewSet, TaskViewSet, WorkflowRunView
 from workflows.api.views import WorkflowViewSet
 
@@ -23,6 +24,7 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 
 router.register("runs", RunViewSet, basename="run")
 router.register("tasks", TaskViewSet, basename="task")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 
 UUID = r"(?P<pk>[0-9a-fA-F-]{36})"
 

@@ -1,10 +1,11 @@
 import pytest
 from django.core.management import CommandError, call_command
+from django_celery_beat.models import PeriodicTask
 
 from accounts.models import User
 from agents.models import Agent, Tool
 from projects.models import Membership, Project
-from runs.models import Run
+from runs.models import Run, Schedule
 from sparkops.roles import Role
 from workflows.models import Workflow
 
@@ -15,13 +16,13 @@ def test_seed_demo_is_idempotent(settings):
     call_command("seed_demo")
 
     def counts():
-        models = [User, Project, Membership, Agent, Tool, Workflow, Run]
+        models = [User, Project, Membership, Agent, Tool, Workflow, Run, Schedule, PeriodicTask]
         return [m.objects.count() for m in models]
 
     first = counts()
     call_command("seed_demo")
     assert counts() == first
-    assert first == [2, 2, 4, 6, 8, 4, 8]
+    assert first == [2, 2, 4, 6, 8, 4, 8, 1, 1]
     researcher = Agent.objects.get(project__slug="demo-research", slug="researcher")
     assert researcher.provider == "echo"
     assert sorted(researcher.tools.values_list("slug", flat=True)) == ["calculator", "extract_json"]

@@ -9,9 +9,10 @@ from agents import services as agent_services
 from agents.models import Agent, Tool
 from projects import services as project_services
 from projects.models import Membership, Project
+from runs import schedules
 from runs import services as run_services
 from runs.choices import Trigger
-from runs.models import Run
+from runs.models import Run, Schedule
 from sparkops.roles import Role
 from workflows import services as workflow_services
 from workflows.models import Workflow
@@ -103,6 +104,7 @@ DEMO_WORKFLOWS = [
         ],
     ),
 ]
+DEMO_SCHEDULE = "Every minute (demo)"
 DEMO_AGENTS = [
     ("researcher", "Researcher", "researcher", "You gather facts and cite them.", ["calculator", "extract_json"]),
     ("writer", "Writer", "writer", "You turn notes into a short, clear summary.", ["render_text"]),
@@ -136,6 +138,7 @@ class Command(BaseCommand):
             Membership.objects.get_or_create(project=project, user=second, defaults={"role": Role.DEVELOPER})
             self._catalog(project)
             self._workflows(project, owner)
+        self._schedule(Project.objects.get(slug=PROJECTS[0][0]), owner)
         self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {OWNER_EMAIL} or {SECOND_EMAIL}"))
 
     def _user(self, email: str, name: str, password: str, *, staff: bool) -> User:
@@ -195,3 +198,20 @@ class Command(BaseCommand):
                         trigger=Trigger.CLI,
                         title=f"Demo: {topic}",
                     )
+
+    def _schedule(self, project: Project, owner: User) -> None:
+        """An every-minute schedule on the echo provider: a beat-driven run within a minute."""
+        if Schedule.objects.filter(project=project, name=DEMO_SCHEDULE).exists():
+            return
+        workflow = Workflow.objects.get(project=project, slug="brief")
+        schedule = Schedule(
+            project=project,
+            workflow=workflow,
+            name=DEMO_SCHEDULE,
+            cron="* * * * *",
+            timezone="UTC",
+            inputs={"topic": "the minute's news"},
+            created_by=owner,
+        )
+        schedules.schedule_save(schedule=schedule)
+        self.stdout.write(f"created schedule {DEMO_SCHEDULE!r} (every minute; pause it in the admin)")

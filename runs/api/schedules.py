@@ -1,0 +1,193 @@
+"""/api/v1/schedules: CRUD through the schedules service, plus pause, resume, trigger, preview
+and the fire ledger."""
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from sparkops.api.access import project_roles
+from sparkops.api.viewsets import ProjectField, ProjectScopedViewSet
+from sparkops.roles import Role
+from workflows.models import Workflow, WorkflowVersion
+
+from .. import cron, schedules
+from ..choices import CatchupPolicy, FireOutcome, OverlapPolicy
+from ..filtersets import ScheduleFilterSet
+from ..models import Schedule, ScheduleFire
+
+MAX_PREVIEW = 100
+
+
+class _InCallerProjects(serializers.PrimaryKeyRelatedField):
+    def get_queryset(self):
+        request = self.context.get("request")
+        field = "workflow__project_id__in" if self.queryset.model is WorkflowVersion else "project_id__in"
+        return self.queryset.filter(**{field: list(project_roles(request)) if request else []})
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    project = ProjectField()
+    workflow = _InCallerProjects(queryset=Workflow.objects.all(), pk_field=serializers.UUIDField())
+    version = _InCallerProjects(queryset=WorkflowVersion.objects.all(), required=False, allow_null=True)
+    overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP)
+    catchup_policy = serializers.ChoiceField(choices=CatchupPolicy.choices, default=CatchupPolicy.SKIP_MISSED)
+    description = serializers.SerializerMethodField(
+        help_text='The cron in words, e.g. "At 09:00, Monday through Friday".'
+    )
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "id",
+            "project",
+            "workflow",
+            "version",
+            "name",
+            "cron",
+            "description",
+            "timezone",
+            "inputs",
+            "enabled",
+            "overlap_policy",
+            "max_active",
+            "catchup_policy",
+            "catchup_window_seconds",
+            "auto_pause_after",
+            "jitter_seconds",
+            "paused_reason",
+            "last_fire_at",
+            "next_fire_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id",
+            "paused_reason",
+            "last_fire_at",
+            "next_fire_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_description(self, schedule: Schedule) -> str:
+        return cron.describe(schedule.cron)
+
+
+class ScheduleFireSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScheduleFire
+        fields = ["id", "nominal_time", "outcome", "reason", "manual", "run", "created_at"]
+        read_only_fields = fields
+
+
+class PreviewSerializer(serializers.Serializer):
+    timezone = serializers.CharField()
+    fires = serializers.ListField(child=serializers.DictField(), help_text='[{"local": "...", "utc": "..."}]')
+
+
+def _apply(instance, data: dict):
+    for name, value in data.items():
+        setattr(instance, name, value)
+    return instance
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List schedules"),
+    create=extend_schema(summary="Create a schedule (admin)"),
+    retrieve=extend_schema(summary="Get a schedule with its next fire time"),
+    partial_update=extend_schema(summary="Edit a schedule (admin); beat sees it within seconds"),
+    update=extend_schema(summary="Replace a schedule (admin)"),
+    destroy=extend_schema(summary="Delete a schedule and its beat task (admin)"),
+)
+class ScheduleViewSet(ProjectScopedViewSet):
+    """Cron schedules that fire workflow runs through Celery beat. Admins and owners write;
+    developers and viewers read."""
+
+    queryset = Schedule.objects.select_related("workflow")
+    serializer_class = ScheduleSerializer
+    filterset_class = ScheduleFilterSet
+    search_fields = ["name", "cron"]
+    ordering_fields = ["name", "next_fire_at", "created_at"]
+    write_role = Role.ADMIN
+
+    def perform_create(self, serializer) -> None:
+        data = dict(serializer.validated_data)
+        self.check_project_role(data["project"].pk)
+        serializer.instance = schedules.schedule_save(schedule=Schedule(**data, created_by=self.request.user))
+
+    def perform_update(self, serializer) -> None:
+        data = dict(serializer.validated_data)
+        data.pop("project", None)
+        schedules.schedule_save(schedule=_apply(serializer.instance, data))
+
+    def perform_destroy(self, instance: Schedule) -> None:
+        schedules.schedule_delete(schedule=instance)
+
+    @extend_schema(
+        summary="Pause: no fire starts a run until resumed (admin)", request=None, responses=ScheduleSerializer
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        schedule = schedules.schedule_set_enabled(
+            schedule=self.get_object(), enabled=False, reason="Paused by a person."
+        )
+        return Response(self.get_serializer(schedule).data)
+
+    @extend_schema(
+        summary="Resume from now on; missed slots are not replayed (admin)", request=None, responses=ScheduleSerializer
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        schedule = schedules.schedule_set_enabled(schedule=self.get_object(), enabled=True)
+        return Response(self.get_serializer(schedule).data)
+
+    @extend_schema(
+        summary="Run now, recorded as a manual fire (admin)", request=None, responses={201: ScheduleFireSerializer}
+    )
+    @action(detail=True, methods=["post"])
+    def trigger(self, request, pk=None):
+        fire = schedules.trigger(schedule=self.get_object())
+        return Response(ScheduleFireSerializer(fire).data, status=201)
+
+    @extend_schema(
+        summary="The next N fire times, in the schedule's timezone and in UTC",
+        parameters=[OpenApiParameter("n", int, description=f"How many (1-{MAX_PREVIEW}, default 10).")],
+        responses=PreviewSerializer,
+    )
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def preview(self, request, pk=None):
+        schedule = self.get_object()
+        count = _bounded_int(request.query_params.get("n", "10"), "n", 1, MAX_PREVIEW)
+        zone = cron.zone(schedule.timezone)
+        fires = [
+            {"local": instant.astimezone(zone).isoformat(), "utc": instant.isoformat()}
+            for instant in schedules.preview(schedule, count, timezone.now())
+        ]
+        return Response({"timezone": schedule.timezone, "fires": fires})
+
+    @extend_schema(
+        summary="The schedule's fire ledger, newest first",
+        parameters=[OpenApiParameter("outcome", str, enum=FireOutcome.values)],
+        responses=ScheduleFireSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def fires(self, request, pk=None):
+        fires = self.get_object().fires.order_by("-nominal_time")
+        if outcome := request.query_params.get("outcome"):
+            fires = fires.filter(outcome=outcome)
+        page = self.paginate_queryset(fires)
+        return self.get_paginated_response(ScheduleFireSerializer(page, many=True).data)
+
+
+def _bounded_int(raw: str, name: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise serializers.ValidationError({name: "A whole number."}) from None
+    if not low <= value <= high:
+        raise serializers.ValidationError({name: f"Between {low} and {high}."})
+    return value
