@@ -104,7 +104,7 @@ def _steps_for(run: Run, definition: dict, reuse: dict[str, RunStep] | None = No
         previous = (reuse or {}).get(spec["key"])
         if previous is not None:
             step.status, step.output, step.input, step.reused_from = (
-                StepStatus.SUCCEEDED,
+                previous.status,  # succeeded, or skipped by a condition that is reused too
                 previous.output,
                 previous.input,
                 previous,
@@ -135,7 +135,12 @@ def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None)
     inputs = run.inputs if inputs is None else inputs
     if problems := input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
-    succeeded = {step.key: step for step in run.steps.filter(status=StepStatus.SUCCEEDED)}
+    # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so
+    # nothing would mark its untaken branch, and the planner would start it once the condition
+    # (reused, succeeded) is all it waits for.
+    reusable = {
+        step.key: step for step in run.steps.filter(status__in=[StepStatus.SUCCEEDED, StepStatus.SKIPPED])
+    }
     with transaction.atomic():
         retry = Run.objects.create(
             project_id=run.project_id,
@@ -149,7 +154,7 @@ def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None)
             priority=run.priority,
             task_agent=run.task_agent,
         )
-        RunStep.objects.bulk_create(_steps_for(retry, run.workflow_version.definition, reuse=succeeded))
+        RunStep.objects.bulk_create(_steps_for(retry, run.workflow_version.definition, reuse=reusable))
         emit(retry.pk, EventType.RUN_QUEUED, payload={"trigger": Trigger.RETRY, "parent": str(run.pk)})
         for step in retry.steps.filter(reused_from__isnull=False):
             emit(retry.pk, EventType.STEP_REUSED, step=step, payload={"key": step.key, "from_run": str(run.pk)})
