@@ -4,6 +4,7 @@ Every function here is safe to run twice and at the same time as itself: steps a
 conditional UPDATE, runs are advanced under a row lock, and messages carry only ids.
 """
 
+import json
 import logging
 import time
 from datetime import timedelta
@@ -14,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from workflows import dag
+from workflows import dag, templating
 
 from ..choices import RUN_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunStep
@@ -188,7 +189,7 @@ def _run(step: RunStep, run: Run) -> None:
             lease_expires_at=None,
         )
         return
-    outputs = dict(RunStep.objects.filter(run=run, status=StepStatus.SUCCEEDED).values_list("key", "output"))
+    outputs = _outputs_for(run, spec)
     timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout)
     # "started" waits for the step's next write (a call, or its outcome) to save a round trip.
@@ -203,6 +204,13 @@ def _run(step: RunStep, run: Run) -> None:
         _fail_step(step, failure, spec)
     else:
         _succeed(step, output, ctx)
+
+
+def _outputs_for(run: Run, spec: dict) -> dict[str, Any]:
+    """Earlier steps' outputs, read only when the step's templates can refer to them."""
+    if templating.STEPS not in json.dumps(spec):
+        return {}
+    return dict(RunStep.objects.filter(run=run, status=StepStatus.SUCCEEDED).values_list("key", "output"))
 
 
 def _perform(ctx: StepContext, definition: dict) -> Any:
@@ -227,10 +235,11 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
             lease_expires_at=None,
             **recorded_fields(step),
         )
+        if done:
+            ctx.pending.append((EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt}))
+        ctx.flush()  # the final call's tokens count even when another worker took the step over
         if not done:
             return
-        ctx.pending.append((EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt}))
-        ctx.flush()
         for other in RunStep.objects.filter(run_id=step.run_id, key__in=ctx.untaken, status=StepStatus.PENDING):
             move_step(other, [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED, payload={"by": step.key})
 

@@ -50,14 +50,23 @@ class StepContext:
     untaken: list[str] = field(default_factory=list)
     #: Events not yet written; they go out with the next write, in one statement.
     pending: list[tuple] = field(default_factory=list)
+    #: Tokens and cost of calls not yet written (the step's last call waits for its outcome).
+    totals: dict[str, Any] = field(default_factory=dict)
 
     def emit(self, type_: str, payload: dict) -> None:
         self.pending.append((type_, self.step, payload))
         self.flush()
 
     def flush(self) -> None:
+        """Write what is held back, accounting and events, in one transaction."""
         events, self.pending = self.pending, []
-        emit_many(self.run.pk, events)
+        totals, self.totals = self.totals, {}
+        with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
+            if totals:
+                increments = {name: F(name) + value for name, value in totals.items()}
+                RunStep.objects.filter(pk=self.step.pk).update(**increments)
+                Run.objects.filter(pk=self.run.pk).update(**increments)
+            emit_many(self.run.pk, events)
 
     def render(self, source: str) -> str:
         try:
@@ -79,23 +88,24 @@ class StepContext:
 # ------------------------------------------------------------------------------
 # Accounting
 # ------------------------------------------------------------------------------
-def record_llm_call(ctx: StepContext, *, agent: Agent, result, iteration: int) -> None:
-    """Add one call's tokens and cost to the step and the run, at once and for good: a step that
-    fails or is cancelled later has still spent them."""
+def record_llm_call(ctx: StepContext, *, agent: Agent, result, iteration: int, final: bool = False) -> None:
+    """Add one call's tokens and cost to the step and the run for good: a step that fails or is
+    cancelled later has still spent them. A step's final call is written with the step's outcome,
+    in the same transaction, instead of in one of its own."""
     cost, price = cost_of_call(
         provider=agent.provider, model=agent.model, input_tokens=result.input_tokens, output_tokens=result.output_tokens
     )
-    totals = {
-        "input_tokens": F("input_tokens") + result.input_tokens,
-        "output_tokens": F("output_tokens") + result.output_tokens,
-        "cost_usd": F("cost_usd") + (cost or Decimal(0)),
-        "unpriced_calls": F("unpriced_calls") + (0 if price else 1),
-    }
-    with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
-        RunStep.objects.filter(pk=ctx.step.pk).update(**totals)
-        Run.objects.filter(pk=ctx.run.pk).update(**totals)
-        ctx.emit(
+    for name, value in (
+        ("input_tokens", result.input_tokens),
+        ("output_tokens", result.output_tokens),
+        ("cost_usd", cost or Decimal(0)),
+        ("unpriced_calls", 0 if price else 1),
+    ):
+        ctx.totals[name] = ctx.totals.get(name, 0) + value
+    ctx.pending.append(
+        (
             EventType.LLM_CALL,
+            ctx.step,
             {
                 "key": ctx.step.key,
                 "iteration": iteration,
@@ -109,6 +119,9 @@ def record_llm_call(ctx: StepContext, *, agent: Agent, result, iteration: int) -
                 "tool_calls": [c.name for c in result.tool_calls],
             },
         )
+    )
+    if not final:
+        ctx.flush()
 
 
 def _record_tool_call(
@@ -201,7 +214,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
         )
         result = _complete(provider, request)
         ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
-        record_llm_call(ctx, agent=agent, result=result, iteration=iteration)
+        record_llm_call(ctx, agent=agent, result=result, iteration=iteration, final=not result.tool_calls)
         ctx.check_cancel()  # a call that returned after the cancel request is counted, not used
         if not result.tool_calls:
             return result.text
