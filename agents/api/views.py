@@ -5,7 +5,7 @@ from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from sparkops.api.viewsets import ProjectScopedViewSet
+from sparkops.api.viewsets import ProjectScopedViewSet, assign
 from sparkops.roles import Role
 
 from .. import services, tools
@@ -20,12 +20,6 @@ from .serializers import (
     ToolTestRequestSerializer,
     ToolTestResultSerializer,
 )
-
-
-def _apply(instance, data: dict):
-    for name, value in data.items():
-        setattr(instance, name, value)
-    return instance
 
 
 @extend_schema_view(
@@ -65,7 +59,7 @@ class AgentViewSet(ProjectScopedViewSet):
         data = dict(serializer.validated_data)
         data.pop("project", None)  # an agent never moves between projects
         tool_list = data.pop("tools", None)
-        agent = services.agent_save(agent=_apply(serializer.instance, data), tool_list=tool_list)
+        agent = services.agent_save(agent=assign(serializer.instance, data), tool_list=tool_list)
         # Read it back: the is_priced annotation was computed for the old provider and model.
         serializer.instance = self.get_queryset().get(pk=agent.pk)
 
@@ -107,7 +101,7 @@ class CredentialViewSet(ProjectScopedViewSet):
         data = dict(serializer.validated_data)
         data.pop("project", None)
         secret = data.pop("secret", None)
-        services.credential_save(credential=_apply(serializer.instance, data), secret=secret)
+        services.credential_save(credential=assign(serializer.instance, data), secret=secret)
 
 
 @extend_schema_view(
@@ -135,7 +129,7 @@ class ToolViewSet(ProjectScopedViewSet):
     def perform_update(self, serializer) -> None:
         data = dict(serializer.validated_data)
         data.pop("project", None)
-        services.tool_save(tool=_apply(serializer.instance, data))
+        services.tool_save(tool=assign(serializer.instance, data))
 
     @extend_schema(
         summary="Run the tool once with the given input (developer)",

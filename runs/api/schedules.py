@@ -8,7 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from sparkops.api.access import project_roles
-from sparkops.api.viewsets import ProjectField, ProjectScopedViewSet
+from sparkops.api.viewsets import ProjectField, ProjectScopedViewSet, assign
 from sparkops.roles import Role
 from workflows.models import Workflow, WorkflowVersion
 
@@ -89,12 +89,6 @@ class PreviewSerializer(serializers.Serializer):
     fires = serializers.ListField(child=serializers.DictField(), help_text='[{"local": "...", "utc": "..."}]')
 
 
-def _apply(instance, data: dict):
-    for name, value in data.items():
-        setattr(instance, name, value)
-    return instance
-
-
 @extend_schema_view(
     list=extend_schema(summary="List schedules"),
     create=extend_schema(summary="Create a schedule (admin)"),
@@ -122,7 +116,7 @@ class ScheduleViewSet(ProjectScopedViewSet):
     def perform_update(self, serializer) -> None:
         data = dict(serializer.validated_data)
         data.pop("project", None)
-        schedules.schedule_save(schedule=_apply(serializer.instance, data))
+        schedules.schedule_save(schedule=assign(serializer.instance, data))
 
     def perform_destroy(self, instance: Schedule) -> None:
         schedules.schedule_delete(schedule=instance)
@@ -187,7 +181,7 @@ def _bounded_int(raw: str, name: str, low: int, high: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise serializers.ValidationError({name: "A whole number."}) from None
+        raise serializers.ValidationError({name: ["A whole number."]}) from None
     if not low <= value <= high:
-        raise serializers.ValidationError({name: f"Between {low} and {high}."})
+        raise serializers.ValidationError({name: [f"Between {low} and {high}."]})
     return value

@@ -18,6 +18,13 @@ from .access import project_roles, role_in
 NO_SUCH_PROJECT = "No such project."
 
 
+def assign(instance, data: dict):
+    """Set validated fields on an instance before a service saves it."""
+    for name, value in data.items():
+        setattr(instance, name, value)
+    return instance
+
+
 class ProjectField(serializers.PrimaryKeyRelatedField):
     """A project the caller is a member of; any other id reads as not existing."""
 
