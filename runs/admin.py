@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.forms.models import BaseInlineFormSet
 
 from sparkops.roles import Role
 
@@ -141,12 +142,24 @@ class ApprovalAdmin(admin.ModelAdmin):
         return False
 
 
+class RecentFiresFormSet(BaseInlineFormSet):
+    """The newest fires only: max_num does not limit the rows an inline shows, and a schedule that
+    fires every minute has thousands."""
+
+    shown = 50
+
+    def get_queryset(self):
+        if not hasattr(self, "_recent"):
+            self._recent = super().get_queryset()[: self.shown]
+        return self._recent
+
+
 class ScheduleFireInline(ReadOnlyInline):
     model = ScheduleFire
+    formset = RecentFiresFormSet
     fields = ["nominal_time", "outcome", "reason", "manual", "run"]
     readonly_fields = fields
     ordering = ["-nominal_time"]
-    max_num = 50
 
 
 class ScheduleAdminForm(forms.ModelForm):

@@ -81,8 +81,9 @@ def parse(expression: str) -> Cron:
         values["day_of_month"],
         values["month"],
         weekdays,
-        days_restricted=parts[2] != "*",
-        weekdays_restricted=parts[4] != "*",
+        # As in Vixie cron, a day field that starts with "*" (even "*/2") counts as unrestricted.
+        days_restricted=not parts[2].startswith("*"),
+        weekdays_restricted=not parts[4].startswith("*"),
         parts=tuple(parts),
     )
 

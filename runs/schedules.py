@@ -11,6 +11,7 @@ import logging
 import random
 from datetime import datetime, timedelta
 
+from celery.schedules import crontab_parser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -68,6 +69,10 @@ def schedule_save(*, schedule: Schedule) -> Schedule:
     if errors:
         raise ValidationError(errors)
     schedule.full_clean()
+    was_enabled = Schedule.objects.filter(pk=schedule.pk).values_list("enabled", flat=True).first()
+    if schedule.enabled and was_enabled is False:
+        # Enabling by an edit is a resume: what was missed while disabled is not replayed.
+        schedule.last_fire_at, schedule.paused_reason = timezone.now(), ""
     schedule.next_fire_at = next_fire(schedule, timezone.now())
     schedule.save()
     _sync(schedule)
@@ -97,13 +102,17 @@ def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "")
 
 
 def schedules_set_enabled(*, queryset, enabled: bool) -> int:
-    """Bulk pause or resume: one UPDATE each side, then one bump so beat reloads."""
+    """Bulk pause or resume: one UPDATE each table, then one bump so beat reloads."""
     with transaction.atomic():
         ids = list(queryset.values_list("pk", flat=True))
-        changes = {"enabled": enabled, "updated_at": timezone.now(), "paused_reason": ""}
+        now = timezone.now()
+        changes = {"enabled": enabled, "updated_at": now, "paused_reason": ""}
         if enabled:
-            changes["last_fire_at"] = timezone.now()
+            changes["last_fire_at"] = now
         count = Schedule.objects.filter(pk__in=ids).update(**changes)
+        for schedule in Schedule.objects.filter(pk__in=ids).only("pk", "cron", "timezone", "enabled"):
+            # next_fire_at is per schedule: None while paused, the next slot once resumed.
+            Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=next_fire(schedule, now))
         names = [f"{TASK_PREFIX}{pk}" for pk in ids]
         PeriodicTask.objects.filter(name__in=names).update(enabled=enabled)
         # QuerySet.update() skips PeriodicTask.save(): tell beat ourselves.
@@ -115,14 +124,42 @@ def schedules_set_enabled(*, queryset, enabled: bool) -> int:
 # The beat side
 # ------------------------------------------------------------------------------
 def _beat_fields(expression: str) -> dict[str, str]:
-    minute, hour, day, month, weekday = expression.split()
-    # Celery counts weekdays 0-6; cron also allows 7 for Sunday.
-    weekday = ",".join("0" if part == "7" else part for part in weekday.split(","))
-    return {"minute": minute, "hour": hour, "day_of_month": day, "month_of_year": month, "day_of_week": weekday}
+    # Beat must wake at every slot we fire, but its parser is not ours: it refuses "5/15" and a
+    # weekday 7 (and then silently never loads the task), and it ANDs the two day fields where we
+    # OR them. A field it reads differently is spelled out as the values we read; with both day
+    # fields restricted it wakes every day at those times and fire() finds nothing due on the
+    # days that do not match.
+    parsed = cron.parse(expression)
+    minute, hour, day, month, weekday = parsed.parts
+    any_day = parsed.days_restricted and parsed.weekdays_restricted
+    return {
+        "minute": _for_beat(minute, parsed.minutes, 60, 0),
+        "hour": _for_beat(hour, parsed.hours, 24, 0),
+        "day_of_month": "*" if any_day else _for_beat(day, parsed.days, 31, 1),
+        "month_of_year": _for_beat(month, parsed.months, 12, 1),
+        "day_of_week": "*" if any_day else _for_beat(weekday, parsed.weekdays, 7, 0),
+    }
+
+
+def _for_beat(part: str, values: frozenset[int], size: int, low: int) -> str:
+    """The field as written when beat reads the same values from it, else the values listed."""
+    try:
+        if crontab_parser(size, low).parse(part) == values:
+            return part
+    except (ValueError, crontab_parser.ParseException):
+        pass
+    return ",".join(str(value) for value in sorted(values))
+
+
+def _crontab(schedule: Schedule) -> CrontabSchedule:
+    fields = {**_beat_fields(schedule.cron), "timezone": schedule.timezone}
+    # Not get_or_create: rows are not unique (django-celery-beat's admin or a race can add a twin),
+    # and any of the twins will do.
+    return CrontabSchedule.objects.filter(**fields).order_by("pk").first() or CrontabSchedule.objects.create(**fields)
 
 
 def desired_task(schedule: Schedule) -> dict:
-    crontab, _ = CrontabSchedule.objects.get_or_create(**_beat_fields(schedule.cron), timezone=schedule.timezone)
+    crontab = _crontab(schedule)
     return {
         "task": FIRE_TASK,
         "crontab": crontab,
@@ -301,8 +338,12 @@ def _pause_reason(schedule: Schedule) -> str:
     limit = schedule.auto_pause_after
     if not limit:
         return ""
+    # Only runs since the schedule was last changed (an edit, a resume): failures from before a
+    # resume would otherwise pause it again at its very next fire.
     recent = list(
-        Run.objects.filter(schedule_fire__schedule=schedule, schedule_fire__manual=False)
+        Run.objects.filter(
+            schedule_fire__schedule=schedule, schedule_fire__manual=False, queued_at__gt=schedule.updated_at
+        )
         .order_by("-queued_at")
         .values_list("status", flat=True)[:limit]
     )
@@ -354,8 +395,8 @@ def release_buffered() -> int:
     """Start buffered fires whose schedule has no active run any more (called by the reaper)."""
     started = 0
     for fire in ScheduleFire.objects.filter(outcome=FireOutcome.BUFFERED).select_related("schedule__workflow"):
-        if _active_runs(fire.schedule):
-            continue
+        if not fire.schedule.enabled or _active_runs(fire.schedule):
+            continue  # a paused schedule's buffered fire waits for its resume
         with transaction.atomic():
             # Conditional: two reapers must not both start it.
             if not ScheduleFire.objects.filter(pk=fire.pk, outcome=FireOutcome.BUFFERED).update(

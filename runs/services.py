@@ -138,9 +138,7 @@ def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None)
     # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so
     # nothing would mark its untaken branch, and the planner would start it once the condition
     # (reused, succeeded) is all it waits for.
-    reusable = {
-        step.key: step for step in run.steps.filter(status__in=[StepStatus.SUCCEEDED, StepStatus.SKIPPED])
-    }
+    reusable = {step.key: step for step in run.steps.filter(status__in=[StepStatus.SUCCEEDED, StepStatus.SKIPPED])}
     with transaction.atomic():
         retry = Run.objects.create(
             project_id=run.project_id,
