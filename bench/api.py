@@ -9,6 +9,7 @@ this measures the API, the validation and the transaction that writes a run and 
 """
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2)
     args = parser.parse_args()
     django_setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from accounts.tokens import tokens_for_user
     from sparkops.celery import app
 
