@@ -2,8 +2,15 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.redis import RedisCache
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from sparkops.testing import client_for, make_team
+
+# Property tests share two cores with PostgreSQL, Redis and worker processes in CI: judge them on
+# what they find, never on how fast an example ran.
+hypothesis_settings.register_profile("sparkops", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("sparkops")
 
 
 def _clear_test_cache() -> None:
