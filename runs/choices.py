@@ -74,6 +74,8 @@ class EventType(models.TextChoices):
     STEP_REJECTED = "step.rejected"
     LLM_CALL = "llm.call"
     TOOL_CALL = "tool.call"
+    RUN_HELD = "run.held"
+    POLICY_DECISION = "policy.decision"
 
 
 class OverlapPolicy(models.TextChoices):
@@ -95,3 +97,4 @@ class FireOutcome(models.TextChoices):
     SKIPPED_LATE = "skipped_late", "Skipped: too late"
     SKIPPED_PAUSED = "skipped_paused", "Skipped: schedule paused"
     FAILED = "failed", "Failed to start"
+    BLOCKED = "blocked", "Refused by a policy"

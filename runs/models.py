@@ -42,6 +42,22 @@ class Run(models.Model):
         related_name="tasks",
         help_text="Set for one-step agent tasks started with /agents/{id}/start-task.",
     )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The API key that started it, if any (per-key rate limits count these).",
+    )
+    waiting_on = models.ForeignKey(
+        "policies.Policy",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The concurrency limit a queued run waits on for a slot.",
+    )
     inputs = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(default=dict, blank=True)
     error = models.JSONField(
@@ -121,6 +137,11 @@ class RunStep(models.Model):
     unpriced_calls = models.PositiveIntegerField(default=0)
     latency_ms = models.FloatField(null=True, blank=True, help_text="Time spent in providers and tools.")
     reused_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    hold = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Why a policy parked the step for approval, e.g. {"policy": 3, "reason": "...", "role": "admin"}.',
+    )
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
+from policies.exceptions import PolicyRefused
 from workflows.selectors import latest_published_version
 
 from . import cron
@@ -380,6 +381,9 @@ def _start_run(schedule: Schedule, fire: ScheduleFire) -> ScheduleFire:
         reason = "; ".join(f"{k}: {' '.join(v)}".lstrip(": ") for k, v in messages.items())
         log.warning("schedule %s could not start a run: %s", schedule.pk, reason)
         return _settle(fire, FireOutcome.FAILED, reason[:500])
+    except PolicyRefused as refusal:
+        log.warning("schedule %s was refused a run: %s", schedule.pk, refusal.reason)
+        return _settle(fire, FireOutcome.BLOCKED, refusal.reason[:500])
     return _settle(fire, FireOutcome.STARTED, "", run)
 
 

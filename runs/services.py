@@ -9,15 +9,17 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from policies.exceptions import PolicyRefused
 from sparkops.roles import Role
 from workflows import dag
 from workflows import services as workflow_services
 from workflows.models import Workflow, WorkflowVersion
 from workflows.selectors import latest_published_version
 
+from . import admission
 from .choices import RUN_ACTIVE, Decision, EventType, RunStatus, StepStatus, Trigger
 from .engine import dispatch
-from .engine.core import spec_of
+from .engine.core import DISPATCH_GRACE, spec_of
 from .engine.transitions import TransitionRefused, emit, move_run, move_step, require_run_status
 from .models import Approval, Run, RunStep
 
@@ -53,9 +55,11 @@ def run_start(
     title: str = "",
     priority: int = 0,
     task_agent=None,
+    api_key=None,
 ) -> tuple[Run, bool]:
-    """Validate and write the run and its steps at once; the engine picks it up after commit.
-    Returns (run, created): a repeated idempotency key returns the first run."""
+    """Validate, ask the run-level policies, and write the run and its steps at once; the engine
+    picks it up after commit. Returns (run, created): a repeated idempotency key returns the first
+    run. Raises PolicyRefused (429 or 422) when a rate limit or an exhausted budget refuses it."""
     if idempotency_key:
         existing = Run.objects.filter(project_id=workflow.project_id, idempotency_key=idempotency_key).first()
         if existing is not None:
@@ -64,15 +68,21 @@ def run_start(
     inputs = {} if inputs is None else inputs
     if problems := input_errors(version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
+    fields = {"title": title, "priority": priority, "task_agent": task_agent, "api_key": api_key}
     try:
         with transaction.atomic():
-            run = _create(workflow, version, inputs, user, trigger, idempotency_key, title, priority, task_agent)
+            warnings = admission.admit(workflow=workflow, api_key=api_key)
+            run = _create(workflow, version, inputs, user, trigger, idempotency_key, **fields)
+            admission.record_warnings(run, warnings)
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
         return Run.objects.get(project_id=workflow.project_id, idempotency_key=idempotency_key), False
+    except PolicyRefused as refusal:
+        admission.record_refusal(workflow.project_id, refusal)
+        raise
     return run, True
 
 
-def _create(workflow, version, inputs, user, trigger, idempotency_key, title, priority, task_agent) -> Run:
+def _create(workflow, version, inputs, user, trigger, idempotency_key, **fields) -> Run:
     run = Run.objects.create(
         project_id=workflow.project_id,
         workflow=workflow,
@@ -81,9 +91,7 @@ def _create(workflow, version, inputs, user, trigger, idempotency_key, title, pr
         created_by=user,
         inputs=inputs,
         idempotency_key=idempotency_key,
-        title=title,
-        priority=priority,
-        task_agent=task_agent,
+        **fields,
     )
     RunStep.objects.bulk_create(_steps_for(run, version.definition))
     emit(run.pk, EventType.RUN_QUEUED, payload={"trigger": trigger, "version": version.number})
@@ -160,7 +168,10 @@ def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None)
     return retry
 
 
-def approver_role(run: Run, key: str) -> str:
+def approver_role(run: Run, key: str, step: RunStep | None = None) -> str:
+    """The role an approval gate names, or the one the policy that parked a step asks for."""
+    if step is not None and step.hold:
+        return step.hold.get("role") or Role.ADMIN
     return spec_of(run.workflow_version.definition, key).get("role", dag.DEFAULT_APPROVER_ROLE)
 
 
@@ -170,7 +181,7 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
     step = RunStep.objects.filter(run=run, key=key).first()
     if step is None:
         raise ValidationError({"key": f"The run has no step {key!r}."})
-    needed = approver_role(run, key)
+    needed = approver_role(run, key, step)
     if not Role.at_least(role, needed):
         raise PermissionDenied(f"Deciding this step needs the {needed} role.")
     if step.status != StepStatus.WAITING_APPROVAL:
@@ -182,7 +193,9 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
     except IntegrityError:  # two people decided at once; the first one stands
         raise TransitionRefused(f"Step {key!r} was decided by someone else.") from None
     decided = {"decision": decision, "by": user.email, "comment": comment}
-    if approved:
+    if approved and step.hold:
+        moved = _release_hold(step, decided)
+    elif approved:
         moved = move_step(
             step,
             [StepStatus.WAITING_APPROVAL],
@@ -205,6 +218,24 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
         raise TransitionRefused(f"Step {key!r} was decided by someone else.")
     dispatch.advance_on_commit(run.pk)
     return step
+
+
+def _release_hold(step: RunStep, decided: dict) -> bool:
+    """A step a policy parked runs again from its start; its attempt does not count, and the
+    approval lets the policies that asked for it pass."""
+    moved = move_step(
+        step,
+        [StepStatus.WAITING_APPROVAL],
+        StepStatus.QUEUED,
+        EventType.STEP_APPROVED,
+        payload=decided,
+        attempt=max(step.attempt - 1, 0),
+        queued_at=timezone.now(),
+        lease_expires_at=timezone.now() + DISPATCH_GRACE,
+    )
+    if moved:
+        dispatch.step_on_commit(step.pk)
+    return moved
 
 
 # ------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
+from policies.choices import EntryStatus
+from policies.models import SpendEntry
 from workflows import dag, templating
 
+from .. import admission
 from ..choices import RUN_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunStep
 from . import dispatch
@@ -24,6 +27,7 @@ from .steps import (
     StepCancelled,
     StepContext,
     StepFailed,
+    StepHeld,
     recorded_fields,
     run_agent_step,
     run_condition_step,
@@ -60,11 +64,21 @@ def advance(run_id) -> None:
         run = Run.objects.select_for_update().select_related("workflow_version").filter(pk=run_id).first()
         if run is None or run.status in RUN_TERMINAL:
             return
+        if run.status == RunStatus.QUEUED and not admission.may_take_slot(run):
+            return  # held for a slot; advanced again when a run of its project ends
         steps = {step.key: step for step in RunStep.objects.filter(run=run)}
         if run.status == RunStatus.CANCELLING:
             _finish_cancelling(run, steps)
         else:
             _plan(run, steps)
+        if run.status in RUN_TERMINAL:
+            _release_slot(run)
+
+
+def _release_slot(run: Run) -> None:
+    """A run ended: the runs held for a slot in its project try again, first in line first."""
+    for held_id in admission.held_runs(run.project_id):
+        dispatch.advance_on_commit(held_id)
 
 
 def _plan(run: Run, steps: dict[str, RunStep]) -> None:
@@ -199,6 +213,19 @@ def _run(step: RunStep, run: Run) -> None:
     except StepCancelled:
         ctx.flush()
         move_step(step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED, **recorded_fields(step))
+    except StepHeld as held:
+        ctx.flush()
+        hold = held.as_hold()
+        move_step(
+            step,
+            [StepStatus.RUNNING],
+            StepStatus.WAITING_APPROVAL,
+            EventType.STEP_WAITING_APPROVAL,
+            payload=hold,
+            hold=hold,
+            lease_expires_at=None,
+            **recorded_fields(step),
+        )
     except StepFailed as failure:
         ctx.flush()
         _fail_step(step, failure, spec)
@@ -297,6 +324,24 @@ def reap() -> dict[str, int]:
         Run.objects.filter(pk=run_id).update(updated_at=now)  # one nudge per interval, not a storm
         dispatch.advance_now(run_id)
         counts["runs"] += 1
-    if counts["steps"] or counts["runs"]:
-        log.warning("reaper re-dispatched %(steps)s step(s) and %(runs)s run(s)", counts)
+    counts["reservations"] = _expire_reservations(now)
+    if any(counts.values()):
+        log.warning(
+            "reaper re-dispatched %(steps)s step(s) and %(runs)s run(s), expired %(reservations)s reservation(s)",
+            counts,
+        )
     return counts
+
+
+def _expire_reservations(now) -> int:
+    """Reservations whose attempt is no longer running: its worker died between reserving and
+    settling. The provider may have billed the call, so the estimate stays counted (expired, not
+    released); a late settle from a worker that was only slow still records the actual cost."""
+    orphaned = (
+        SpendEntry.objects.filter(status=EntryStatus.RESERVED, created_at__lt=now - STALE_RUN)
+        .exclude(step__status=StepStatus.RUNNING, step__attempt=F("attempt"))
+        .values_list("pk", flat=True)[:500]
+    )
+    return SpendEntry.objects.filter(pk__in=list(orphaned), status=EntryStatus.RESERVED).update(
+        status=EntryStatus.EXPIRED
+    )

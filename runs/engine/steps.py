@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -17,11 +18,13 @@ from agents import providers, tools
 from agents import services as agent_services
 from agents.models import Agent, Tool
 from agents.providers.base import CompletionRequest, Credential, Message, ToolSpec
-from agents.selectors import cost_of_call
+from agents.selectors import cost_of_call, price_in_force
+from policies import services as policy_services
+from policies.selectors import policies_for
 from workflows import dag, templating
 
-from ..choices import EventType, RunStatus
-from ..models import Run, RunStep
+from ..choices import Decision, EventType, RunStatus
+from ..models import Approval, Run, RunStep
 from .transitions import emit_many
 
 
@@ -40,6 +43,24 @@ class StepCancelled(Exception):
     """The run is being cancelled; the step stops at this check."""
 
 
+class StepHeld(Exception):
+    """A policy wants a human decision before this call; the step waits for approval and runs
+    again from its start once approved."""
+
+    def __init__(self, hit: policy_services.Hit):
+        super().__init__(hit.reason)
+        self.hit = hit
+
+    def as_hold(self) -> dict:
+        policy = self.hit.policy
+        return {
+            "policy": policy.pk if policy else None,
+            "policy_name": policy.name if policy else "",
+            "reason": self.hit.reason,
+            "role": self.hit.role,
+        }
+
+
 @dataclass
 class StepContext:
     run: Run
@@ -52,6 +73,11 @@ class StepContext:
     pending: list[tuple] = field(default_factory=list)
     #: Tokens and cost of calls not yet written (the step's last call waits for its outcome).
     totals: dict[str, Any] = field(default_factory=dict)
+    #: Ledger entries to settle or write with the next flush.
+    spend: list[dict] = field(default_factory=list)
+    #: The project's call-level policies, read once per attempt.
+    policies: list | None = None
+    _approved: bool | None = None
 
     def emit(self, type_: str, payload: dict) -> None:
         self.pending.append((type_, self.step, payload))
@@ -61,12 +87,21 @@ class StepContext:
         """Write what is held back, accounting and events, in one transaction."""
         events, self.pending = self.pending, []
         totals, self.totals = self.totals, {}
+        spend, self.spend = self.spend, []
         with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
             if totals:
                 increments = {name: F(name) + value for name, value in totals.items()}
                 RunStep.objects.filter(pk=self.step.pk).update(**increments)
                 Run.objects.filter(pk=self.run.pk).update(**increments)
+            for entry in spend:
+                policy_services.spend_settle(**entry)
             emit_many(self.run.pk, events)
+
+    def approved(self) -> bool:
+        """Whether a human approved this step after a policy parked it."""
+        if self._approved is None:
+            self._approved = Approval.objects.filter(step_id=self.step.pk, decision=Decision.APPROVED).exists()
+        return self._approved
 
     def render(self, source: str) -> str:
         try:
@@ -88,12 +123,31 @@ class StepContext:
 # ------------------------------------------------------------------------------
 # Accounting
 # ------------------------------------------------------------------------------
-def record_llm_call(ctx: StepContext, *, agent: Agent, result, iteration: int, final: bool = False) -> None:
-    """Add one call's tokens and cost to the step and the run for good: a step that fails or is
-    cancelled later has still spent them. A step's final call is written with the step's outcome,
-    in the same transaction, instead of in one of its own."""
+def record_llm_call(
+    ctx: StepContext,
+    *,
+    agent: Agent,
+    result,
+    iteration: int,
+    final: bool = False,
+    call: policy_services.Call | None = None,
+    entry_id: int | None = None,
+) -> None:
+    """Add one call's tokens and cost to the step, the run and the spend ledger for good: a step
+    that fails or is cancelled later has still spent them. A step's final call is written with the
+    step's outcome, in the same transaction, instead of in one of its own."""
     cost, price = cost_of_call(
         provider=agent.provider, model=agent.model, input_tokens=result.input_tokens, output_tokens=result.output_tokens
+    )
+    ctx.spend.append(
+        {
+            "call": call or _call_facts(ctx, agent=agent),
+            "entry_id": entry_id,
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "cost": cost,
+            "price": price,
+        }
     )
     for name, value in (
         ("input_tokens", result.input_tokens),
@@ -141,9 +195,69 @@ def _record_tool_call(
 
 
 # ------------------------------------------------------------------------------
+# Policies before each call
+# ------------------------------------------------------------------------------
+def _call_facts(ctx: StepContext, **fields) -> policy_services.Call:
+    agent = fields.get("agent")
+    if agent is not None:
+        fields.update(provider=agent.provider, model=agent.model)
+    return policy_services.Call(
+        project_id=ctx.run.project_id,
+        run_id=ctx.run.pk,
+        step_id=ctx.step.pk,
+        attempt=ctx.step.attempt,
+        workflow_id=ctx.run.workflow_id,
+        workflow_slug=ctx.run.workflow.slug,
+        **fields,
+    )
+
+
+def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | None, int]:
+    """The most a call can cost: every byte of the prompt a token (no tokenizer makes more), and
+    the agent's max_tokens (or the provider default) of output. None when the model is unpriced."""
+    text = request.system_prompt + json.dumps(
+        [[m.content, [c.arguments for c in m.tool_calls or []]] for m in request.messages], default=str
+    )
+    text += json.dumps([[t.name, t.description, t.input_schema] for t in request.tools])
+    input_tokens = len(text.encode())
+    output_tokens = int(agent.parameters.get("max_tokens") or settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS)
+    price = price_in_force(provider=agent.provider, model=agent.model)
+    cost = price.cost(input_tokens, output_tokens) if price else None
+    return cost, input_tokens + output_tokens
+
+
+def ask_policies(ctx: StepContext, call: policy_services.Call) -> policy_services.Verdict:
+    """Judge the call; a block fails the attempt for good, an approval parks the step."""
+    if ctx.policies is None:
+        ctx.policies = policies_for(ctx.run.project_id, policy_services.CALL_KINDS)
+    if not ctx.policies and not (call.tool is not None and call.tool.requires_approval):
+        return policy_services.Verdict()
+    call.approved = ctx.approved()
+    verdict = policy_services.call_verdict(call, ctx.policies)
+    for decision in verdict.decisions:
+        ctx.pending.append((EventType.POLICY_DECISION, ctx.step, _decision_payload(ctx, decision)))
+    if verdict.outcome == "blocked":
+        raise StepFailed(verdict.hit.reason, permanent=True, kind="PolicyBlocked")
+    if verdict.outcome == "approval":
+        raise StepHeld(verdict.hit)
+    return verdict
+
+
+def _decision_payload(ctx: StepContext, decision) -> dict:
+    return {
+        "key": ctx.step.key,
+        "policy": decision.policy_id,
+        "stage": decision.stage,
+        "outcome": decision.outcome,
+        "reason": decision.reason,
+    }
+
+
+# ------------------------------------------------------------------------------
 # Tool calls, shared by tool steps and the agent's tool loop
 # ------------------------------------------------------------------------------
 def call_tool(ctx: StepContext, tool: Tool, arguments: Any) -> Any:
+    ask_policies(ctx, _call_facts(ctx, tool=tool))
     started = time.monotonic()
     try:
         result = agent_services.tool_execute(tool=tool, arguments=arguments)
@@ -212,9 +326,24 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
             credential=credential,
             timeout=ctx.remaining(),
         )
-        result = _complete(provider, request)
+        estimate, tokens = estimate_call(agent, request)
+        call = _call_facts(ctx, agent=agent, estimate_usd=estimate, estimate_tokens=tokens)
+        verdict = ask_policies(ctx, call)
+        try:
+            result = _complete(provider, request)
+        except StepFailed:
+            policy_services.spend_release(entry_id=verdict.entry_id)
+            raise
         ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
-        record_llm_call(ctx, agent=agent, result=result, iteration=iteration, final=not result.tool_calls)
+        record_llm_call(
+            ctx,
+            agent=agent,
+            result=result,
+            iteration=iteration,
+            final=not result.tool_calls,
+            call=call,
+            entry_id=verdict.entry_id,
+        )
         ctx.check_cancel()  # a call that returned after the cancel request is counted, not used
         if not result.tool_calls:
             return result.text

@@ -536,7 +536,7 @@ def test_reap_finishes_a_run_whose_advance_was_never_enqueued(engine, catalog):
     run = bare_run(make_workflow(catalog.project))
     Run.objects.filter(pk=run.pk).update(updated_at=timezone.now() - core.STALE_RUN - timedelta(seconds=1))
 
-    assert core.reap() == {"steps": 0, "runs": 1}
+    assert core.reap() == {"steps": 0, "runs": 1, "reservations": 0}
 
     run = reload(run)
     assert run.status == RunStatus.SUCCEEDED
@@ -546,7 +546,7 @@ def test_reap_finishes_a_run_whose_advance_was_never_enqueued(engine, catalog):
 def test_reap_leaves_a_fresh_queued_run_alone(engine, catalog):
     run = bare_run(make_workflow(catalog.project))
 
-    assert core.reap() == {"steps": 0, "runs": 0}
+    assert core.reap() == {"steps": 0, "runs": 0, "reservations": 0}
     assert reload(run).status == RunStatus.QUEUED
 
 
@@ -555,7 +555,7 @@ def test_reap_redispatches_a_queued_step_whose_message_was_lost(engine, catalog)
     past = timezone.now() - timedelta(seconds=1)
     RunStep.objects.filter(run=run, key="a").update(status=StepStatus.QUEUED, lease_expires_at=past)
 
-    assert core.reap() == {"steps": 1, "runs": 0}
+    assert core.reap() == {"steps": 1, "runs": 0, "reservations": 0}
 
     run = reload(run)
     assert run.status == RunStatus.SUCCEEDED
@@ -580,7 +580,7 @@ def test_reap_leaves_a_running_step_with_a_live_lease_alone(engine, catalog):
     future = timezone.now() + timedelta(minutes=5)
     RunStep.objects.filter(run=run, key="a").update(status=StepStatus.RUNNING, attempt=1, lease_expires_at=future)
 
-    assert core.reap() == {"steps": 0, "runs": 0}
+    assert core.reap() == {"steps": 0, "runs": 0, "reservations": 0}
     assert step_of(run, "a").status == StepStatus.RUNNING
 
 

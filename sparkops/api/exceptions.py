@@ -18,6 +18,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from sparkops.lib.errors import Refused
+
 NON_FIELD_KEY = "non_field_errors"
 
 
@@ -64,7 +66,14 @@ def _from_django(exc: Exception) -> Exception:
     return exc
 
 
+def _refusal_response(exc: Refused) -> Response:
+    body = {**error_body(exc.status_code, exc.code, exc.message, exc.errors), **exc.extra}
+    return Response(body, status=exc.status_code, headers=exc.headers)
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, Refused):
+        return _refusal_response(exc)
     exc = _from_django(exc)
     response = drf_exception_handler(exc, context)
     if response is None:

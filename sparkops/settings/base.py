@@ -277,6 +277,9 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # A running step is presumed lost with its worker this long after its timeout; the reaper then
 # hands it to another worker.
+# Output tokens a call may produce when its agent sets no max_tokens: part of the estimate that
+# budgets and run ceilings reserve before each call.
+SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS = env.int("SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 SPARKOPS_LEASE_MARGIN_SECONDS = env.float("SPARKOPS_LEASE_MARGIN_SECONDS", default=30.0)
 # System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
 # separate rows that this never touches.

@@ -1,0 +1,308 @@
+"""Policy services: save a policy, judge a provider or tool call, reserve and settle spend.
+
+The engine (runs) asks ``call_verdict`` before every provider or tool call. Budgets and run
+ceilings are checked and the call's estimated maximum cost reserved in one transaction, under a
+row lock on each policy involved: two workers cannot both take a budget's last dollar.
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from agents.choices import RiskClass
+from sparkops.roles import Role
+
+from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
+from .models import Policy, PolicyDecision, SpendEntry
+from .selectors import budget_covers, budget_use, model_matches, policies_for, run_use
+from .windows import window_at
+
+CALL_KINDS = (
+    PolicyKind.MODEL_ALLOWLIST,
+    PolicyKind.TOOL_ALLOWLIST,
+    PolicyKind.APPROVAL,
+    PolicyKind.BUDGET,
+    PolicyKind.RUN_CEILING,
+)
+_RISK_ORDER = list(RiskClass.values)
+
+
+def policy_save(*, policy: Policy) -> Policy:
+    policy.full_clean()
+    policy.save()
+    return policy
+
+
+# ------------------------------------------------------------------------------
+# Judging a call
+# ------------------------------------------------------------------------------
+@dataclass
+class Call:
+    """What the engine is about to do. ``agent`` is set for provider calls, ``tool`` for tool calls."""
+
+    project_id: Any
+    run_id: Any
+    step_id: int
+    attempt: int
+    workflow_id: int | None = None
+    workflow_slug: str = ""
+    agent: Any = None
+    provider: str = ""
+    model: str = ""
+    tool: Any = None
+    estimate_usd: Decimal | None = None  # None: the model has no price
+    estimate_tokens: int = 0
+    approved: bool = False  # a human has approved this step: require_approval policies let it pass
+
+
+@dataclass
+class Hit:
+    policy: Policy | None  # None for a tool's own "requires approval" flag
+    action: str
+    reason: str
+
+    @property
+    def role(self) -> str:
+        return (self.policy.config.get("role") if self.policy else None) or Role.ADMIN
+
+
+@dataclass
+class Verdict:
+    outcome: str = "allowed"  # allowed | blocked | approval
+    hit: Hit | None = None  # the deciding hit when not allowed
+    decisions: list[PolicyDecision] = field(default_factory=list)
+    entry_id: int | None = None  # the reservation, when one was made
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome == "allowed"
+
+
+def call_verdict(call: Call, policies: list[Policy] | None = None) -> Verdict:
+    """Allow, block or send for approval one provider or tool call; reserve its cost when a budget
+    or ceiling applies. Records a decision for every policy that blocks, warns or asks."""
+    if policies is None:
+        policies = policies_for(call.project_id, CALL_KINDS)
+    hits = _rule_hits(call, policies)
+    verdict = _judge(call, hits)
+    if verdict.allowed and call.agent is not None:
+        spend_policies = [p for p in policies if _spend_applies(p, call)]
+        if spend_policies:
+            verdict = _reserve(call, spend_policies, verdict)
+    return verdict
+
+
+def _rule_hits(call: Call, policies: list[Policy]) -> list[Hit]:
+    hits = []
+    if call.tool is not None and call.tool.requires_approval:
+        hits.append(
+            Hit(None, PolicyAction.REQUIRE_APPROVAL, f"Tool {call.tool.slug!r} requires approval for every call.")
+        )
+    for policy in policies:
+        if reason := _rule_reason(policy, call):
+            hits.append(Hit(policy, policy.action, reason))
+    return hits
+
+
+def _rule_reason(policy: Policy, call: Call) -> str:
+    config = policy.config
+    if policy.kind == PolicyKind.MODEL_ALLOWLIST:
+        if call.agent is not None and not _any_model(config["models"], call):
+            return f"Model {call.provider}/{call.model} is not on the allow-list of {policy.name!r}."
+        return ""
+    if policy.kind == PolicyKind.TOOL_ALLOWLIST:
+        if call.tool is not None and not any(fnmatchcase(call.tool.slug, p) for p in config["tools"]):
+            return f"Tool {call.tool.slug!r} is not on the allow-list of {policy.name!r}."
+        return ""
+    if policy.kind == PolicyKind.APPROVAL:
+        return _approval_reason(policy, call)
+    return ""
+
+
+def _any_model(patterns: list[str], call: Call) -> bool:
+    return any(model_matches(pattern, call.provider, call.model) for pattern in patterns)
+
+
+def _approval_reason(policy: Policy, call: Call) -> str:
+    config = policy.config
+    if call.tool is not None:
+        risk = config.get("risk_class")
+        if risk and _RISK_ORDER.index(call.tool.risk_class) >= _RISK_ORDER.index(risk):
+            return f"Tool {call.tool.slug!r} is {call.tool.risk_class}; {policy.name!r} covers {risk} and above."
+        if call.tool.slug in config.get("tools", []):
+            return f"Tool {call.tool.slug!r} is named by {policy.name!r}."
+    minimum = config.get("min_cost_usd")
+    priced = call.agent is not None and call.estimate_usd is not None
+    if priced and minimum is not None and call.estimate_usd >= Decimal(str(minimum)):
+        return f"The call may cost up to ${call.estimate_usd:.4f}; {policy.name!r} asks from ${minimum}."
+    return ""
+
+
+def _judge(call: Call, hits: list[Hit], verdict: Verdict | None = None) -> Verdict:
+    """The strictest hit decides: block, then approval; warnings and overrides are recorded."""
+    verdict = verdict or Verdict()
+    blocking = next((h for h in hits if h.action == PolicyAction.BLOCK), None)
+    asking = [h for h in hits if h.action == PolicyAction.REQUIRE_APPROVAL]
+    if blocking is not None:
+        verdict.outcome, verdict.hit = "blocked", blocking
+        _decide(verdict, call, blocking, Outcome.BLOCKED)
+        return verdict
+    if asking and not call.approved:
+        verdict.outcome, verdict.hit = "approval", asking[0]
+        _decide(verdict, call, asking[0], Outcome.APPROVAL_REQUIRED)
+        return verdict
+    for hit in asking:
+        _decide(verdict, call, hit, Outcome.OVERRIDDEN)
+    for hit in hits:
+        if hit.action == PolicyAction.WARN:
+            _decide(verdict, call, hit, Outcome.WARNED)
+    return verdict
+
+
+def _decide(verdict: Verdict, call: Call, hit: Hit, outcome: str) -> None:
+    verdict.decisions.append(
+        PolicyDecision.objects.create(
+            policy=hit.policy,
+            project_id=call.project_id,
+            run_id=call.run_id,
+            step_id=call.step_id,
+            stage=Stage.CALL,
+            outcome=outcome,
+            reason=hit.reason[:500],
+        )
+    )
+
+
+# ------------------------------------------------------------------------------
+# Budgets and run ceilings: check and reserve at once
+# ------------------------------------------------------------------------------
+def _spend_applies(policy: Policy, call: Call) -> bool:
+    if policy.kind == PolicyKind.RUN_CEILING:
+        return True
+    if policy.kind != PolicyKind.BUDGET:
+        return False
+    return budget_covers(
+        policy.config,
+        agent_slug=call.agent.slug,
+        provider=call.provider,
+        model=call.model,
+        workflow_slug=call.workflow_slug,
+    )
+
+
+def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
+    with transaction.atomic():
+        # The race: two workers each read $0.95 spent of $1.00 and both reserve $0.05. Locking
+        # every policy involved (in id order, so two calls cannot deadlock) makes the second wait
+        # until the first's reservation is committed, then count it.
+        locked = list(Policy.objects.select_for_update().filter(pk__in=[p.pk for p in policies]).order_by("pk"))
+        hits = [hit for policy in locked if (hit := _spend_hit(policy, call))]
+        verdict = _judge(call, hits, verdict)
+        if verdict.allowed:
+            verdict.entry_id = _open_entry(call).pk
+    return verdict
+
+
+def _spend_hit(policy: Policy, call: Call) -> Hit | None:
+    if call.estimate_usd is None:
+        return Hit(
+            policy, policy.action, f"Model {call.provider}/{call.model} has no price; {policy.name!r} cannot be kept."
+        )
+    if policy.kind == PolicyKind.BUDGET:
+        return _budget_hit(policy, call)
+    return _ceiling_hit(policy, call)
+
+
+def _budget_hit(policy: Policy, call: Call) -> Hit | None:
+    amount = Decimal(str(policy.config["amount_usd"]))
+    span = window_at(policy.config, timezone.now())
+    use = budget_use(policy, call.project_id, span)
+    if use.total + call.estimate_usd <= amount:
+        return None
+    return Hit(
+        policy,
+        policy.action,
+        f"Budget {policy.name!r}: ${use.total:.4f} of ${amount} used or reserved until "
+        f"{span.end:%Y-%m-%d %H:%M} UTC; this call may cost ${call.estimate_usd:.4f}.",
+    )
+
+
+def _ceiling_hit(policy: Policy, call: Call) -> Hit | None:
+    usd, tokens = run_use(call.run_id)
+    max_usd, max_tokens = policy.config.get("max_usd"), policy.config.get("max_tokens")
+    if max_usd is not None and usd + call.estimate_usd > Decimal(str(max_usd)):
+        return Hit(
+            policy,
+            policy.action,
+            f"Run ceiling {policy.name!r}: the run has used ${usd:.4f} of ${max_usd}; "
+            f"this call may cost ${call.estimate_usd:.4f}.",
+        )
+    if max_tokens is not None and tokens + call.estimate_tokens > max_tokens:
+        return Hit(
+            policy,
+            policy.action,
+            f"Run ceiling {policy.name!r}: the run has used {tokens} of {max_tokens} tokens; "
+            f"this call may use {call.estimate_tokens}.",
+        )
+    return None
+
+
+def _open_entry(call: Call) -> SpendEntry:
+    return SpendEntry.objects.create(
+        project_id=call.project_id,
+        run_id=call.run_id,
+        step_id=call.step_id,
+        attempt=call.attempt,
+        workflow_id=call.workflow_id,
+        agent=call.agent,
+        provider=call.provider,
+        model=call.model,
+        status=EntryStatus.RESERVED,
+        reserved_usd=call.estimate_usd,
+        input_tokens=call.estimate_tokens,
+        created_at=timezone.now(),
+    )
+
+
+# ------------------------------------------------------------------------------
+# The ledger after the call
+# ------------------------------------------------------------------------------
+def spend_settle(
+    *, call: Call, entry_id: int | None, input_tokens: int, output_tokens: int, cost: Decimal | None, price
+) -> None:
+    """Record the call's actual tokens and cost: settle its reservation, or write its entry."""
+    values = {
+        "status": EntryStatus.SETTLED,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": cost,
+        "price": price,
+        "settled_at": timezone.now(),
+    }
+    # A reservation the reaper expired (its worker looked lost) is settled all the same.
+    if entry_id is not None and SpendEntry.objects.filter(pk=entry_id).update(**values):
+        return
+    SpendEntry.objects.create(
+        project_id=call.project_id,
+        run_id=call.run_id,
+        step_id=call.step_id,
+        attempt=call.attempt,
+        workflow_id=call.workflow_id,
+        agent=call.agent,
+        provider=call.provider,
+        model=call.model,
+        created_at=timezone.now(),
+        **values,
+    )
+
+
+def spend_release(*, entry_id: int | None) -> None:
+    """The call failed before the provider answered: nothing was used, free the reservation."""
+    if entry_id is not None:
+        SpendEntry.objects.filter(pk=entry_id, status=EntryStatus.RESERVED).update(
+            status=EntryStatus.SETTLED, input_tokens=0, cost_usd=Decimal(0), settled_at=timezone.now()
+        )
