@@ -268,16 +268,20 @@ def _task_workflow(agent) -> Workflow:
     return workflow
 
 
-def task_start(*, agent, user: User, title: str, description: str = "", priority: int = 0) -> Run:
+def task_start(
+    *, agent, user: User, title: str, description: str = "", priority: int = 0, api_key=None
+) -> Run:
     with transaction.atomic():
         workflow = _task_workflow(agent)
-        run, _ = run_start(
-            workflow=workflow,
-            inputs={"title": title, "description": description},
-            user=user,
-            trigger=Trigger.API,
-            title=title,
-            priority=priority,
-            task_agent=agent,
-        )
+    # Outside that transaction: a refusal by a policy keeps its recorded decision.
+    run, _ = run_start(
+        workflow=workflow,
+        inputs={"title": title, "description": description},
+        user=user,
+        trigger=Trigger.API,
+        title=title,
+        priority=priority,
+        task_agent=agent,
+        api_key=api_key,
+    )
     return run

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.models import Agent
-from sparkops.api.access import role_in
+from sparkops.api.access import api_key_of, role_in
 from sparkops.api.exceptions import Conflict
 from sparkops.api.viewsets import ProjectScopedGenericViewSet
 from sparkops.roles import Role
@@ -103,6 +103,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
             title=data["title"],
             priority=data["priority"],
+            api_key=api_key_of(request),
         )
         return start_response(run, created, request)
 
@@ -222,6 +223,7 @@ class WorkflowRunView(APIView):
             trigger=Trigger.API,
             idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
             title=data["title"],
+            api_key=api_key_of(request),
         )
         return start_response(run, created, request)
 
@@ -240,7 +242,7 @@ class AgentStartTaskView(APIView):
         _require(request, agent.project_id, Role.DEVELOPER)
         payload = StartTaskSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        run = services.task_start(agent=agent, user=request.user, **payload.validated_data)
+        run = services.task_start(agent=agent, user=request.user, api_key=api_key_of(request), **payload.validated_data)
         return start_response(run, True, request)
 
 

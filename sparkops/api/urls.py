@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 
 from accounts.api.views import ApiKeyViewSet
 from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet, ToolViewSet
+from policies.api.views import BudgetListView, PolicyDecisionViewSet, PolicyViewSet, SpendEntryViewSet
 from projects.api.views import MembershipViewSet, ProjectViewSet
 from runs.api.schedules import ScheduleViewSet
 from runs.api.views import AgentStartTaskView, RunViewSet, TaskViewSet, WorkflowRunView
@@ -26,11 +27,16 @@ router.register("runs", RunViewSet, basename="run")
 router.register("tasks", TaskViewSet, basename="task")
 router.register("schedules", ScheduleViewSet, basename="schedule")
 
+router.register("policies", PolicyViewSet, basename="policy")
+router.register("policy-decisions", PolicyDecisionViewSet, basename="policy-decision")
+router.register("spend", SpendEntryViewSet, basename="spend-entry")
+
 UUID = r"(?P<pk>[0-9a-fA-F-]{36})"
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),
     re_path(rf"^workflows/{UUID}/run/?$", WorkflowRunView.as_view(), name="workflow-run"),
     re_path(rf"^agents/{UUID}/start-task/?$", AgentStartTaskView.as_view(), name="agent-start-task"),
+    re_path(r"^budgets/?$", BudgetListView.as_view(), name="budgets"),
     path("", include(router.urls)),
 ]

@@ -1,0 +1,106 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from sparkops.api.viewsets import ProjectField
+
+from ..configs import EXAMPLES
+from ..models import Policy, PolicyDecision, SpendEntry
+
+_CONFIG_HELP = "Depends on the kind; examples: " + "; ".join(f"{kind}: {example}" for kind, example in EXAMPLES.items())
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    project = ProjectField(required=False, allow_null=True, help_text="Empty for a global policy (staff only).")
+    config = serializers.JSONField(help_text=_CONFIG_HELP)
+
+    class Meta:
+        model = Policy
+        fields = [
+            "id",
+            "project",
+            "name",
+            "kind",
+            "config",
+            "action",
+            "enabled",
+            "priority",
+            "description",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_by", "created_at", "updated_at"]
+        validators = []  # the model's constraints are checked by full_clean in the service
+
+    def validate(self, attrs):
+        """Run the model's own rules (config per kind, action per kind) for field-level errors."""
+        candidate = Policy(**{**self._current(), **attrs})
+        try:
+            candidate.full_clean(exclude=["created_by"])
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return attrs
+
+    def _current(self) -> dict:
+        if self.instance is None:
+            return {}
+        names = ["project", "name", "kind", "config", "action", "enabled", "priority", "description"]
+        return {name: getattr(self.instance, name) for name in names} | {"pk": self.instance.pk}
+
+
+class BudgetStatusSerializer(serializers.Serializer):
+    policy = serializers.IntegerField(source="policy.pk")
+    policy_name = serializers.CharField(source="policy.name")
+    project = serializers.UUIDField(source="project_id")
+    action = serializers.CharField(source="policy.action")
+    window = serializers.SerializerMethodField()
+    amount_usd = serializers.DecimalField(source="amount", max_digits=14, decimal_places=6)
+    spent_usd = serializers.DecimalField(source="spent", max_digits=14, decimal_places=6)
+    reserved_usd = serializers.DecimalField(source="reserved", max_digits=14, decimal_places=6)
+    remaining_usd = serializers.DecimalField(source="remaining", max_digits=14, decimal_places=6)
+    projected_usd = serializers.DecimalField(
+        source="projected", max_digits=14, decimal_places=6, help_text="Spend at the window's end at the rate so far."
+    )
+    window_start = serializers.DateTimeField()
+    window_end = serializers.DateTimeField()
+    exhausted = serializers.BooleanField()
+
+    @extend_schema_field(serializers.CharField())
+    def get_window(self, status) -> str:
+        config = status.policy.config
+        if config["window"] == "rolling":
+            return f"rolling {config['days']} days"
+        return f"{config['window']} ({config.get('timezone') or 'UTC'})"
+
+
+class PolicyDecisionSerializer(serializers.ModelSerializer):
+    policy_name = serializers.CharField(source="policy.name", default="", read_only=True)
+
+    class Meta:
+        model = PolicyDecision
+        fields = ["id", "project", "policy", "policy_name", "run", "step", "stage", "outcome", "reason", "created_at"]
+
+
+class SpendEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SpendEntry
+        fields = [
+            "id",
+            "project",
+            "run",
+            "step",
+            "attempt",
+            "workflow",
+            "agent",
+            "provider",
+            "model",
+            "status",
+            "reserved_usd",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "price",
+            "created_at",
+            "settled_at",
+        ]

@@ -1,0 +1,138 @@
+from django.db.models import Q
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sparkops.api.access import api_key_of, project_roles
+from sparkops.api.viewsets import NO_SUCH_PROJECT, ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
+from sparkops.roles import Role
+
+from .. import selectors, services
+from ..choices import PolicyKind
+from ..filtersets import PolicyDecisionFilterSet, PolicyFilterSet, SpendEntryFilterSet
+from ..models import Policy, PolicyDecision, SpendEntry
+from .serializers import BudgetStatusSerializer, PolicyDecisionSerializer, PolicySerializer, SpendEntrySerializer
+
+GLOBAL_ONLY_STAFF = "Only staff may create or change global policies."
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List policies: the project's and the global ones"),
+    create=extend_schema(summary="Create a policy (admin; a global one: staff)"),
+    retrieve=extend_schema(summary="Get a policy"),
+    partial_update=extend_schema(summary="Update a policy (admin; a global one: staff)"),
+    update=extend_schema(summary="Replace a policy (admin; a global one: staff)"),
+    destroy=extend_schema(summary="Delete a policy (admin; a global one: staff)"),
+)
+class PolicyViewSet(ProjectScopedViewSet):
+    """Budgets, run ceilings, rate and concurrency limits, allow-lists and approval rules. Members
+    read their projects' policies and the global ones; admins change their project's; staff
+    change global ones."""
+
+    queryset = Policy.objects.select_related("project")
+    serializer_class = PolicySerializer
+    filterset_class = PolicyFilterSet
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "priority", "created_at", "kind"]
+    write_role = Role.ADMIN
+
+    def get_queryset(self):
+        # Global policies act on every project, so every member may read them.
+        mine = Q(project_id__in=list(project_roles(self.request)))
+        return Policy.objects.select_related("project").filter(mine | Q(project__isnull=True))
+
+    def _is_staff(self) -> bool:
+        return bool(self.request.user.is_staff) and api_key_of(self.request) is None
+
+    def check_object_permissions(self, request, obj) -> None:
+        if obj.project_id is None:
+            if request.method not in ("GET", "HEAD", "OPTIONS") and not self._is_staff():
+                raise exceptions.PermissionDenied(GLOBAL_ONLY_STAFF)
+            return
+        super().check_object_permissions(request, obj)
+
+    def perform_create(self, serializer) -> None:
+        project = serializer.validated_data.get("project")
+        self._check_target(project)
+        policy = Policy(created_by=self.request.user, **serializer.validated_data)
+        serializer.instance = services.policy_save(policy=policy)
+
+    def perform_update(self, serializer) -> None:
+        if (
+            "project" in serializer.validated_data
+            and serializer.validated_data["project"] != serializer.instance.project
+        ):
+            raise exceptions.ValidationError({"project": ["A policy never moves between projects."]})
+        serializer.instance = services.policy_save(policy=assign(serializer.instance, serializer.validated_data))
+
+    def perform_destroy(self, instance) -> None:
+        instance.delete()
+
+    def _check_target(self, project) -> None:
+        if project is None:
+            if not self._is_staff():
+                raise exceptions.PermissionDenied(GLOBAL_ONLY_STAFF)
+            return
+        self.check_project_role(project.pk)
+
+    @extend_schema(
+        summary="A budget's spend in its current window",
+        responses=BudgetStatusSerializer(many=True),
+        description="For a project's budget: one status. For a global budget: one per project you are in.",
+    )
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=None)
+    def status(self, request, pk=None):
+        policy = self.get_object()
+        if policy.kind != PolicyKind.BUDGET:
+            raise exceptions.ValidationError({"kind": [f"Only budgets have a spend status; this is a {policy.kind}."]})
+        targets = [policy.project_id] if policy.project_id else sorted(project_roles(request), key=str)
+        statuses = [selectors.budget_status(policy, project_id) for project_id in targets]
+        return Response(BudgetStatusSerializer(statuses, many=True).data)
+
+
+class BudgetListView(APIView):
+    """``GET /budgets``: every budget over the caller's projects with its current window."""
+
+    @extend_schema(
+        summary="Budgets with spent, reserved, remaining and projected spend",
+        responses=BudgetStatusSerializer(many=True),
+        tags=["policies"],
+    )
+    def get(self, request):
+        projects = list(project_roles(request))
+        raw = request.query_params.get("project")
+        if raw:
+            match = [p for p in projects if str(p) == raw.lower()]
+            if not match:
+                raise exceptions.NotFound(NO_SUCH_PROJECT)
+            projects = match
+        return Response(BudgetStatusSerializer(selectors.budgets_of(projects), many=True).data)
+
+
+class NewestFirst(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Policy decisions: runs refused or held, calls blocked, warned, sent for approval")
+)
+class PolicyDecisionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedGenericViewSet):
+    queryset = PolicyDecision.objects.select_related("policy")
+    serializer_class = PolicyDecisionSerializer
+    filterset_class = PolicyDecisionFilterSet
+    pagination_class = NewestFirst
+    ordering_fields = ["created_at"]
+
+
+@extend_schema_view(list=extend_schema(summary="The spend ledger: one entry per provider call"))
+class SpendEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedGenericViewSet):
+    queryset = SpendEntry.objects.all()
+    serializer_class = SpendEntrySerializer
+    filterset_class = SpendEntryFilterSet
+    pagination_class = NewestFirst
+    ordering_fields = ["created_at"]
