@@ -1,11 +1,17 @@
+from decimal import Decimal
+
 import pytest
 from django.core.management import CommandError, call_command
 from django_celery_beat.models import PeriodicTask
 
 from accounts.models import User
 from agents.models import Agent, Tool
+from policies.choices import EntryStatus, PolicyAction, PolicyKind
+from policies.models import Policy, PolicyDecision, SpendEntry
 from projects.models import Membership, Project
+from runs import schedules
 from runs.models import Run, Schedule
+from runs.tests.factories import echo_price
 from sparkops.roles import Role
 from workflows.models import Workflow
 
@@ -16,13 +22,13 @@ def test_seed_demo_is_idempotent(settings):
     call_command("seed_demo")
 
     def counts():
-        models = [User, Project, Membership, Agent, Tool, Workflow, Run, Schedule, PeriodicTask]
+        models = [User, Project, Membership, Agent, Tool, Workflow, Run, Schedule, PeriodicTask, Policy]
         return [m.objects.count() for m in models]
 
     first = counts()
     call_command("seed_demo")
     assert counts() == first
-    assert first == [2, 2, 4, 6, 8, 4, 8, 1, 1]
+    assert first == [2, 2, 4, 6, 10, 4, 8, 1, 1, 3]
     researcher = Agent.objects.get(project__slug="demo-research", slug="researcher")
     assert researcher.provider == "echo"
     assert sorted(researcher.tools.values_list("slug", flat=True)) == ["calculator", "extract_json"]
@@ -30,6 +36,25 @@ def test_seed_demo_is_idempotent(settings):
     assert owner.is_superuser
     assert set(Membership.objects.filter(user=owner).values_list("role", flat=True)) == {Role.OWNER}
     assert owner.check_password("spark-demo-pass")
+
+
+@pytest.mark.django_db
+def test_seed_demo_adds_a_budget_a_run_ceiling_and_an_approval_rule_for_risky_tools(settings):
+    settings.DEBUG = True
+    call_command("seed_demo")
+    call_command("seed_demo")
+
+    policies = {p.kind: p for p in Policy.objects.filter(project__slug="demo-research")}
+    assert Policy.objects.count() == len(policies) == 3
+    assert policies[PolicyKind.BUDGET].config == {"amount_usd": 5, "window": "day", "timezone": "UTC"}
+    assert policies[PolicyKind.RUN_CEILING].config == {"max_usd": 0.5, "max_tokens": 200000}
+    approval = policies[PolicyKind.APPROVAL]
+    assert (approval.action, approval.config["role"]) == (PolicyAction.REQUIRE_APPROVAL, "admin")
+    assert {p.created_by.email for p in policies.values()} == {"demo@sparkops.local"}
+    # The rule covers the demo's riskiest tool, and no tool the demo workflows use.
+    risky = Tool.objects.get(project__slug="demo-research", slug="post_update")
+    assert (risky.risk_class, approval.config["risk_class"]) == ("write", "write")
+    assert set(Tool.objects.exclude(slug="post_update").values_list("risk_class", flat=True)) == {"read"}
 
 
 @pytest.mark.django_db
@@ -66,6 +91,7 @@ def test_the_admin_login_page_and_index_work_for_a_superuser(client):
 
 def test_seed_demo_runs_complete_on_the_echo_provider(engine_inline, settings):
     settings.DEBUG = True
+    echo_price()  # migration-seeded; a transactional test's flush removed it
     call_command("seed_demo")
     brief = Run.objects.filter(workflow__slug="brief")
     assert brief.count() == 4
@@ -76,3 +102,21 @@ def test_seed_demo_runs_complete_on_the_echo_provider(engine_inline, settings):
     shallow = Run.objects.get(workflow__slug="review", workflow__project__slug="demo-research", inputs__depth=1)
     assert shallow.status == "succeeded"
     assert shallow.steps.get(key="draft").status == "skipped"
+
+
+def test_the_demo_schedule_runs_under_the_demo_policies(engine_inline, settings):
+    settings.DEBUG = True
+    echo_price()
+    call_command("seed_demo")
+    schedule = Schedule.objects.get(project__slug="demo-research")
+
+    fire = schedules.trigger(schedule=schedule)
+
+    run = Run.objects.get(pk=fire.run_id)
+    assert run.status == "succeeded"
+    # Each call reserved its estimate against the budget and the ceiling, then settled.
+    entries = SpendEntry.objects.filter(run=run)
+    assert entries.count() == 2
+    assert set(entries.values_list("status", flat=True)) == {EntryStatus.SETTLED}
+    assert all(entry.reserved_usd < Decimal("0.01") for entry in entries)
+    assert not PolicyDecision.objects.filter(run=run).exists()

@@ -7,6 +7,9 @@ from django.db import transaction
 from accounts.models import User
 from agents import services as agent_services
 from agents.models import Agent, Tool
+from policies import services as policy_services
+from policies.choices import PolicyAction, PolicyKind
+from policies.models import Policy
 from projects import services as project_services
 from projects.models import Membership, Project
 from runs import schedules
@@ -36,6 +39,8 @@ DEMO_TOOLS = [
         {"method": "GET", "url": "https://example.com/{{ path }}", "timeout": 10},
         "read",
     ),
+    # The demo's risky tool: no workflow uses it; a step or agent that does waits for an admin.
+    ("post_update", "Post an update", "http", {"method": "POST", "url": "https://example.com/updates"}, "write"),
 ]
 TOPIC_SCHEMA = {
     "type": "object",
@@ -105,6 +110,19 @@ DEMO_WORKFLOWS = [
     ),
 ]
 DEMO_SCHEDULE = "Every minute (demo)"
+# On the schedule's project. Echo agents cap output at 512 tokens, so a call is estimated at about
+# $0.0012 (echo-1: $1 in, $2 out per million tokens): the every-minute schedule spends well under a
+# dollar a day and never nears the ceiling.
+DEMO_POLICIES = [
+    ("Demo daily budget", PolicyKind.BUDGET, {"amount_usd": 5, "window": "day", "timezone": "UTC"}, PolicyAction.BLOCK),
+    ("Demo run ceiling", PolicyKind.RUN_CEILING, {"max_usd": 0.5, "max_tokens": 200000}, PolicyAction.BLOCK),
+    (
+        "Writes need an admin",
+        PolicyKind.APPROVAL,
+        {"risk_class": "write", "role": "admin"},
+        PolicyAction.REQUIRE_APPROVAL,
+    ),
+]
 DEMO_AGENTS = [
     ("researcher", "Researcher", "researcher", "You gather facts and cite them.", ["calculator", "extract_json"]),
     ("writer", "Writer", "writer", "You turn notes into a short, clear summary.", ["render_text"]),
@@ -138,7 +156,9 @@ class Command(BaseCommand):
             Membership.objects.get_or_create(project=project, user=second, defaults={"role": Role.DEVELOPER})
             self._catalog(project)
             self._workflows(project, owner)
-        self._schedule(Project.objects.get(slug=PROJECTS[0][0]), owner)
+        demo = Project.objects.get(slug=PROJECTS[0][0])
+        self._policies(demo, owner)
+        self._schedule(demo, owner)
         self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {OWNER_EMAIL} or {SECOND_EMAIL}"))
 
     def _user(self, email: str, name: str, password: str, *, staff: bool) -> User:
@@ -198,6 +218,14 @@ class Command(BaseCommand):
                         trigger=Trigger.CLI,
                         title=f"Demo: {topic}",
                     )
+
+    def _policies(self, project: Project, owner: User) -> None:
+        """A daily budget, a per-run ceiling and an approval rule for tools that write."""
+        for name, kind, config, action in DEMO_POLICIES:
+            if not Policy.objects.filter(project=project, name=name).exists():
+                policy = Policy(project=project, name=name, kind=kind, config=config, action=action, created_by=owner)
+                policy_services.policy_save(policy=policy)
+                self.stdout.write(f"created policy {name!r}")
 
     def _schedule(self, project: Project, owner: User) -> None:
         """An every-minute schedule on the echo provider: a beat-driven run within a minute."""
