@@ -202,7 +202,14 @@ def _clear_hold(run: Run) -> bool:
 
 
 def held_runs(project_id, limit: int = 20) -> list:
-    """Queued runs of a project waiting for a slot, first in line first."""
+    """Queued runs of a project waiting for a slot, first in line first. Call in the transaction
+    that ends a run: it waits for the project's concurrency policies first. A run being held at
+    this moment has seen the ending run still active; without the lock its hold could commit just
+    after this list was read, and it would wait for the next run to end (or the reaper) while its
+    slot stood free. With it, the hold is committed and listed here, or waits and sees the end."""
+    policies = [policy.pk for policy in policies_for(project_id, [PolicyKind.CONCURRENCY])]
+    if policies:
+        list(Policy.objects.select_for_update().filter(pk__in=policies).order_by("pk"))
     return list(
         Run.objects.filter(project_id=project_id, status=RunStatus.QUEUED, waiting_on__isnull=False)
         .order_by("-priority", "queued_at", "pk")

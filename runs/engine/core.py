@@ -60,8 +60,10 @@ def spec_of(definition: dict, key: str) -> dict:
 def advance(run_id) -> None:
     """Bring a run up to date: skip what can no longer run, queue what is ready, finish it."""
     with transaction.atomic():
-        # The lock serializes advances of one run: two of them must not both queue a step.
-        run = Run.objects.select_for_update().select_related("workflow_version").filter(pk=run_id).first()
+        # The lock serializes advances of one run: two of them must not both queue a step. Only the
+        # run's row: without of=, PostgreSQL also locks the joined version row, and every advance
+        # of every run of that version would wait on every other.
+        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").filter(pk=run_id).first()
         if run is None or run.status in RUN_TERMINAL:
             return
         if run.status == RunStatus.QUEUED and not admission.may_take_slot(run):
@@ -99,12 +101,12 @@ def _plan(run: Run, steps: dict[str, RunStep]) -> None:
 
 def _settle(run: Run, steps: dict[str, RunStep], statuses: dict[str, str]) -> None:
     values = set(statuses.values())
+    event = EventType.RUN_RESUMED if run.status == RunStatus.WAITING_APPROVAL else EventType.RUN_STARTED
     if values <= {StepStatus.SUCCEEDED, StepStatus.SKIPPED}:
         outputs = {key: steps[key].output for key, status in statuses.items() if status == StepStatus.SUCCEEDED}
-        move_run(run, RunStatus.RUNNING, EventType.RUN_STARTED)  # a run with nothing left to do still started
+        move_run(run, RunStatus.RUNNING, event)  # a run with nothing left to do still started
         move_run(run, RunStatus.SUCCEEDED, EventType.RUN_SUCCEEDED, outputs=outputs)
     elif values & {StepStatus.QUEUED, StepStatus.RUNNING}:
-        event = EventType.RUN_RESUMED if run.status == RunStatus.WAITING_APPROVAL else EventType.RUN_STARTED
         if run.status != RunStatus.RUNNING:
             move_run(run, RunStatus.RUNNING, event)
     elif StepStatus.WAITING_APPROVAL in values and run.status == RunStatus.RUNNING:

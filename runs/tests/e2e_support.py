@@ -153,3 +153,42 @@ class Worker:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def start_workers(log_dir: Path, count: int) -> list[Worker]:
+    """``count`` workers (2 children each), started side by side so none gets a head start of a
+    whole boot; each logs to ``<log_dir>/worker-<n>.log``."""
+    workers = [Worker(log_dir / f"worker-{n}.log") for n in range(count)]
+    errors: list[Exception] = []
+
+    def start(worker: Worker) -> None:
+        try:
+            worker.start()
+        except Exception as exc:  # noqa: BLE001 - reported below, after every worker is stopped
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=[worker]) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        stop_workers(workers)
+        raise RuntimeError(f"a worker did not start: {errors[0]}")
+    return workers
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    threads = [threading.Thread(target=worker.stop) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def worker_logs(workers: list[Worker], tail: int = 3000) -> str:
+    """The end of each worker's log, for a failure message."""
+    return "\n".join(
+        f"--- {worker.log_path.name}\n{worker.log_path.read_text()[-tail:] if worker.log_path.exists() else ''}"
+        for worker in workers
+    )
