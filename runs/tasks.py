@@ -18,10 +18,12 @@ def step_execute(step_id: int) -> None:
 
 @shared_task(name="runs.reap", ignore_result=True)
 def reap() -> dict:
+    from .prometheus import reaper_counted
     from .schedules import release_buffered
 
     counts = core.reap()
     counts["buffered_fires_started"] = release_buffered()
+    reaper_counted(counts)
     return counts
 
 

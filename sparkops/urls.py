@@ -3,6 +3,9 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from runs.api.metrics import MetricsView
+from runs.prometheus import metrics_view
+
 from . import health
 
 handler400 = "sparkops.api.exceptions.handler400"
@@ -14,7 +17,9 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/docs", permanent=False)),
     re_path(r"^health/?$", health.health, name="health"),
     re_path(r"^health/ready/?$", health.ready, name="health-ready"),
+    re_path(r"^metrics/?$", metrics_view, name="prometheus-metrics"),
     path("admin/", admin.site.urls),
+    re_path(r"^api/v1/metrics/?$", MetricsView.as_view(), name="metrics-summary"),
     path("api/v1/", include("sparkops.api.urls")),
     re_path(r"^openapi\.json$", SpectacularJSONAPIView.as_view(), name="openapi"),
     re_path(r"^docs/?$", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),

@@ -72,6 +72,7 @@ LOCAL_APPS = [
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
+    "sparkops.metrics_middleware.RequestLatencyMiddleware",  # first, so it times all the others
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -315,3 +316,11 @@ SPARKOPS_HTTP_ALLOWED_NETWORKS = env.list("SPARKOPS_HTTP_ALLOWED_NETWORKS", defa
 # ------------------------------------------------------------------------------
 # Newest first. Unset locally: derived from DJANGO_SECRET_KEY. Required in production.
 SPARKOPS_ENCRYPTION_KEYS = env.list("SPARKOPS_ENCRYPTION_KEYS", default=[])
+
+# ------------------------------------------------------------------------------
+# Metrics (GET /metrics, Prometheus text format)
+# ------------------------------------------------------------------------------
+# A scraper may show this as "Authorization: Bearer <token>"; empty: no token accepted.
+SPARKOPS_METRICS_TOKEN = env.str("SPARKOPS_METRICS_TOKEN", default="")
+# Or scrape from one of these networks without a token (requests through a proxy always need it).
+SPARKOPS_METRICS_ALLOWED_NETWORKS = env.list("SPARKOPS_METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
