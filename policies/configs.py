@@ -1,6 +1,7 @@
 """The configuration each policy kind takes: a JSON Schema per kind (published in the API docs)
 plus the checks a schema cannot express. ``config_errors`` returns readable, keyed messages."""
 
+import json
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -97,9 +98,14 @@ def _schema_errors(kind: str, config: Any) -> list[str]:
     for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
         if error.validator == "anyOf" and not error.absolute_path:
             errors.append(_ANY_OF_HINT[kind])
+        elif error.validator == "required" and not error.absolute_path:
+            # One error per missing key, each saying "'x' is a required property": name the key first.
+            missing = [name for name in error.validator_value if name not in config and repr(name) in error.message]
+            errors.extend(f"{name}: required, e.g. {json.dumps(EXAMPLES[kind][name])}." for name in missing)
         elif error.validator == "additionalProperties":
             allowed = ", ".join(SCHEMAS[kind]["properties"])
-            errors.append(f"{error.message}; {kind} takes {allowed}.")
+            unknown = sorted(set(error.instance) - set(SCHEMAS[kind]["properties"]))
+            errors.extend(f"{name}: unknown key; {kind} takes {allowed}." for name in unknown)
         else:
             where = "/".join(map(str, error.absolute_path))
             errors.append(f"{where}: {error.message}" if where else error.message)
@@ -111,7 +117,7 @@ def config_errors(kind: str, config: Any) -> list[str]:
     if kind not in SCHEMAS:
         return []  # the kind field reports an unknown kind
     if not isinstance(config, dict):
-        return ["Must be a JSON object, e.g. " + str(EXAMPLES[kind]).replace("'", '"') + "."]
+        return [f"Must be a JSON object, e.g. {json.dumps(EXAMPLES[kind])}."]
     errors = _schema_errors(kind, config)
     if kind == PolicyKind.BUDGET and not errors:
         if config["window"] == Window.ROLLING and "days" not in config:

@@ -17,7 +17,7 @@ from agents.choices import RiskClass
 from sparkops.roles import Role
 
 from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
-from .models import Policy, PolicyDecision, SpendEntry
+from .models import ZERO, Policy, PolicyDecision, SpendEntry
 from .selectors import budget_covers, budget_use, model_matches, policies_for, run_use
 from .windows import window_at
 
@@ -200,6 +200,9 @@ def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
         # every policy involved (in id order, so two calls cannot deadlock) makes the second wait
         # until the first's reservation is committed, then count it.
         locked = list(Policy.objects.select_for_update().filter(pk__in=[p.pk for p in policies]).order_by("pk"))
+        # Judged in the order policies are checked (priority first), not the locking order.
+        order = [p.pk for p in policies]
+        locked.sort(key=lambda policy: order.index(policy.pk))
         hits = [hit for policy in locked if (hit := _spend_hit(policy, call))]
         verdict = _judge(call, hits, verdict)
         if verdict.allowed:
@@ -208,7 +211,9 @@ def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
 
 
 def _spend_hit(policy: Policy, call: Call) -> Hit | None:
-    if call.estimate_usd is None:
+    # A dollar limit cannot be kept for a model with no price; a ceiling of tokens alone can.
+    keeps_dollars = policy.kind == PolicyKind.BUDGET or policy.config.get("max_usd") is not None
+    if call.estimate_usd is None and keeps_dollars:
         return Hit(
             policy, policy.action, f"Model {call.provider}/{call.model} has no price; {policy.name!r} cannot be kept."
         )
@@ -234,7 +239,7 @@ def _budget_hit(policy: Policy, call: Call) -> Hit | None:
 def _ceiling_hit(policy: Policy, call: Call) -> Hit | None:
     usd, tokens = run_use(call.run_id)
     max_usd, max_tokens = policy.config.get("max_usd"), policy.config.get("max_tokens")
-    if max_usd is not None and usd + call.estimate_usd > Decimal(str(max_usd)):
+    if max_usd is not None and call.estimate_usd is not None and usd + call.estimate_usd > Decimal(str(max_usd)):
         return Hit(
             policy,
             policy.action,
@@ -262,7 +267,7 @@ def _open_entry(call: Call) -> SpendEntry:
         provider=call.provider,
         model=call.model,
         status=EntryStatus.RESERVED,
-        reserved_usd=call.estimate_usd,
+        reserved_usd=call.estimate_usd or ZERO,  # an unpriced call let through holds its tokens only
         input_tokens=call.estimate_tokens,
         created_at=timezone.now(),
     )

@@ -366,16 +366,18 @@ def _settle(fire: ScheduleFire, outcome: str, reason: str = "", run: Run | None 
 def _start_run(schedule: Schedule, fire: ScheduleFire) -> ScheduleFire:
     from .services import run_start
 
+    # No savepoint of our own around run_start: it writes nothing before a ValidationError, rolls
+    # its own writes back on a refusal, and then records the refusal's decision, which a savepoint
+    # here would roll back too.
     try:
-        with transaction.atomic():
-            run, _ = run_start(
-                workflow=schedule.workflow,
-                version=schedule.version,
-                inputs=schedule.inputs,
-                user=schedule.created_by,
-                trigger=Trigger.SCHEDULE,
-                title=f"{schedule.name} @ {fire.nominal_time:%Y-%m-%d %H:%M} UTC",
-            )
+        run, _ = run_start(
+            workflow=schedule.workflow,
+            version=schedule.version,
+            inputs=schedule.inputs,
+            user=schedule.created_by,
+            trigger=Trigger.SCHEDULE,
+            title=f"{schedule.name} @ {fire.nominal_time:%Y-%m-%d %H:%M} UTC",
+        )
     except ValidationError as exc:
         messages = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
         reason = "; ".join(f"{k}: {' '.join(v)}".lstrip(": ") for k, v in messages.items())

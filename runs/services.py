@@ -194,7 +194,7 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
         raise TransitionRefused(f"Step {key!r} was decided by someone else.") from None
     decided = {"decision": decision, "by": user.email, "comment": comment}
     if approved and step.hold:
-        moved = _release_hold(step, decided)
+        moved = _release_hold(run, step, decided)
     elif approved:
         moved = move_step(
             step,
@@ -220,9 +220,10 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
     return step
 
 
-def _release_hold(step: RunStep, decided: dict) -> bool:
+def _release_hold(run: Run, step: RunStep, decided: dict) -> bool:
     """A step a policy parked runs again from its start; its attempt does not count, and the
-    approval lets the policies that asked for it pass."""
+    approval lets the policies that asked for it pass. The run is running again from now: its
+    step may start before the run's next advance."""
     moved = move_step(
         step,
         [StepStatus.WAITING_APPROVAL],
@@ -234,6 +235,7 @@ def _release_hold(step: RunStep, decided: dict) -> bool:
         lease_expires_at=timezone.now() + DISPATCH_GRACE,
     )
     if moved:
+        move_run(run, RunStatus.RUNNING, EventType.RUN_RESUMED)
         dispatch.step_on_commit(step.pk)
     return moved
 
@@ -268,9 +270,7 @@ def _task_workflow(agent) -> Workflow:
     return workflow
 
 
-def task_start(
-    *, agent, user: User, title: str, description: str = "", priority: int = 0, api_key=None
-) -> Run:
+def task_start(*, agent, user: User, title: str, description: str = "", priority: int = 0, api_key=None) -> Run:
     with transaction.atomic():
         workflow = _task_workflow(agent)
     # Outside that transaction: a refusal by a policy keeps its recorded decision.
