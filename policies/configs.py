@@ -67,7 +67,7 @@ SCHEMAS: dict[str, dict] = {
         "type": "object",
         "properties": {
             "risk_class": {"enum": list(RiskClass.values)},
-            "tools": {"type": "array", "items": _SLUG, "minItems": 1},
+            "tools": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
             "min_cost_usd": {"type": "number", "minimum": 0},
             "role": {"enum": ["owner", "admin", "developer", "viewer"]},
         },

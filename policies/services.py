@@ -133,7 +133,7 @@ def _approval_reason(policy: Policy, call: Call) -> str:
         risk = config.get("risk_class")
         if risk and _RISK_ORDER.index(call.tool.risk_class) >= _RISK_ORDER.index(risk):
             return f"Tool {call.tool.slug!r} is {call.tool.risk_class}; {policy.name!r} covers {risk} and above."
-        if call.tool.slug in config.get("tools", []):
+        if any(fnmatchcase(call.tool.slug, pattern) for pattern in config.get("tools", [])):
             return f"Tool {call.tool.slug!r} is named by {policy.name!r}."
     minimum = config.get("min_cost_usd")
     priced = call.agent is not None and call.estimate_usd is not None

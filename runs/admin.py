@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms.models import BaseInlineFormSet
 
+from policies.exceptions import PolicyRefused
 from sparkops.roles import Role
 
 from . import schedules, services
@@ -93,7 +94,7 @@ class RunAdmin(admin.ModelAdmin):
             try:
                 retry = services.run_retry(run=run, user=request.user)
                 self.message_user(request, f"{run.pk}: retried as {retry.pk}.")
-            except (services.TransitionRefused, ValidationError) as exc:
+            except (services.TransitionRefused, ValidationError, PolicyRefused) as exc:
                 self.message_user(request, f"{run.pk}: {exc}", level=messages.WARNING)
 
 

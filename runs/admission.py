@@ -62,13 +62,16 @@ def _rate_refusal(policy: Policy, workflow, api_key) -> PolicyRefused | None:
     started = Run.objects.filter(project_id=workflow.project_id, queued_at__gte=since)
     if config.get("scope") == "api_key":
         started = started.filter(api_key=api_key)
-    recent = list(started.order_by("queued_at").values_list("queued_at", flat=True)[: config["max_runs"]])
-    if len(recent) < config["max_runs"]:
+    count = started.count()
+    if count < config["max_runs"]:
         return None
-    retry_after = max(1, int((recent[0] + period - timezone.now()).total_seconds()) + 1)
+    # A new run fits once enough of the window's runs have aged out of it: with a limit lowered
+    # since, more than one must.
+    oldest_to_leave = started.order_by("queued_at").values_list("queued_at", flat=True)[count - config["max_runs"]]
+    retry_after = max(1, int((oldest_to_leave + period - timezone.now()).total_seconds()) + 1)
     who = "this API key" if config.get("scope") == "api_key" else "the project"
     reason = (
-        f"Rate limit {policy.name!r}: {who} started {len(recent)} runs in the last {config['per']}; "
+        f"Rate limit {policy.name!r}: {who} started {count} runs in the last {config['per']}; "
         f"the limit is {config['max_runs']}."
     )
     return PolicyRefused(policy, reason, status_code=429, retry_after=retry_after)

@@ -137,8 +137,9 @@ def run_cancel(*, run: Run) -> Run:
     return run
 
 
-def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None) -> Run:
-    """A new run of the same pinned version, reusing the outputs of the steps that succeeded."""
+def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None, api_key=None) -> Run:
+    """A new run of the same pinned version, reusing the outputs of the steps that succeeded.
+    Admitted like any new run: rate limits and exhausted budgets apply."""
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
     inputs = run.inputs if inputs is None else inputs
     if problems := input_errors(run.workflow_version.input_schema, inputs):
@@ -147,24 +148,36 @@ def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None)
     # nothing would mark its untaken branch, and the planner would start it once the condition
     # (reused, succeeded) is all it waits for.
     reusable = {step.key: step for step in run.steps.filter(status__in=[StepStatus.SUCCEEDED, StepStatus.SKIPPED])}
-    with transaction.atomic():
-        retry = Run.objects.create(
-            project_id=run.project_id,
-            workflow_id=run.workflow_id,
-            workflow_version=run.workflow_version,
-            trigger=Trigger.RETRY,
-            created_by=user,
-            inputs=inputs,
-            parent=run,
-            title=run.title,
-            priority=run.priority,
-            task_agent=run.task_agent,
-        )
-        RunStep.objects.bulk_create(_steps_for(retry, run.workflow_version.definition, reuse=reusable))
-        emit(retry.pk, EventType.RUN_QUEUED, payload={"trigger": Trigger.RETRY, "parent": str(run.pk)})
-        for step in retry.steps.filter(reused_from__isnull=False):
-            emit(retry.pk, EventType.STEP_REUSED, step=step, payload={"key": step.key, "from_run": str(run.pk)})
-        dispatch.advance_on_commit(retry.pk)
+    try:
+        with transaction.atomic():
+            warnings = admission.admit(workflow=run.workflow, api_key=api_key)
+            retry = _create_retry(run, user, inputs, reusable, api_key)
+            admission.record_warnings(retry, warnings)
+    except PolicyRefused as refusal:
+        admission.record_refusal(run.project_id, refusal)
+        raise
+    return retry
+
+
+def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], api_key) -> Run:
+    retry = Run.objects.create(
+        project_id=run.project_id,
+        workflow_id=run.workflow_id,
+        workflow_version=run.workflow_version,
+        trigger=Trigger.RETRY,
+        created_by=user,
+        inputs=inputs,
+        parent=run,
+        title=run.title,
+        priority=run.priority,
+        task_agent=run.task_agent,
+        api_key=api_key,
+    )
+    RunStep.objects.bulk_create(_steps_for(retry, run.workflow_version.definition, reuse=reusable))
+    emit(retry.pk, EventType.RUN_QUEUED, payload={"trigger": Trigger.RETRY, "parent": str(run.pk)})
+    for step in retry.steps.filter(reused_from__isnull=False):
+        emit(retry.pk, EventType.STEP_REUSED, step=step, payload={"key": step.key, "from_run": str(run.pk)})
+    dispatch.advance_on_commit(retry.pk)
     return retry
 
 

@@ -494,6 +494,36 @@ def test_rate_limit_counts_again_once_the_period_has_passed(team, project):
         assert post_run(client, workflow).status_code == 201
 
 
+def test_rate_limit_after_it_was_lowered_waits_for_enough_runs_to_age_out(team, project):
+    limit = make_policy(project, PolicyKind.RATE_LIMIT, {"max_runs": 3, "per": "minute"})
+    workflow = one_step(project)
+    with time_machine.travel(datetime(2026, 6, 1, 12, tzinfo=UTC), tick=False) as clock:
+        client = team.client(Role.DEVELOPER)
+        for _ in range(3):
+            assert post_run(client, workflow).status_code == 201
+            clock.shift(10)
+        Policy.objects.filter(pk=limit.pk).update(config={"max_runs": 1, "per": "minute"})
+        response = post_run(client, workflow)
+
+    # Runs at 0s, 10s and 20s; now is 30s. All three must leave the minute; the last does at 80s.
+    assert response.status_code == 429
+    assert response["Retry-After"] == "51"
+
+
+def test_a_retry_is_admitted_like_a_new_run(team, project):
+    workflow = one_step(project)
+    first = start(workflow)
+    Run.objects.filter(pk=first.pk).update(status=RunStatus.FAILED)
+    make_policy(project, PolicyKind.RATE_LIMIT, {"max_runs": 1, "per": "hour"}, name="One an hour")
+
+    response = team.client(Role.DEVELOPER).post(f"{RUNS_URL}/{first.pk}/retry", {}, format="json")
+
+    assert response.status_code == 429
+    assert response.json()["policy"]["name"] == "One an hour"
+    assert Run.objects.count() == 1
+    assert decisions() == [("One an hour", Stage.ADMISSION, Outcome.BLOCKED, None)]
+
+
 def test_rate_limit_warns_and_starts_the_run(team, project):
     make_policy(project, PolicyKind.RATE_LIMIT, {"max_runs": 1, "per": "hour"}, WARN)
     workflow = one_step(project)
@@ -798,6 +828,15 @@ def test_approval_rule_lets_a_tool_below_its_risk_class_run(team, project):
 
     assert run.status == RunStatus.SUCCEEDED
     assert decisions() == []
+
+
+def test_approval_rule_names_tools_by_glob(team, project):
+    tool(project, "deploy_prod")
+    rule = risky(project, action=BLOCK, tools=["deploy_*"])
+
+    run = start(tool_workflow(project, tool_slug="deploy_prod"), inputs={})
+
+    assert_blocked(team, run, "t", rule, "Tool 'deploy_prod' is named by 'Risky'.")
 
 
 def test_approval_rule_blocks_a_covered_tool(team, project, wipe):

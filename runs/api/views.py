@@ -132,7 +132,9 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         payload = RunRetrySerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            retry = services.run_retry(run=run, user=request.user, inputs=payload.validated_data.get("inputs"))
+            retry = services.run_retry(
+                run=run, user=request.user, inputs=payload.validated_data.get("inputs"), api_key=api_key_of(request)
+            )
         except services.TransitionRefused as exc:
             raise _conflict(exc) from None
         return start_response(retry, True, request)

@@ -6,6 +6,7 @@ import time
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from policies.exceptions import PolicyRefused
 from runs import services
 from runs.choices import RUN_TERMINAL, STEP_TERMINAL, RunStatus, Trigger
 from runs.models import Run
@@ -31,6 +32,8 @@ class Command(BaseCommand):
             run, _ = services.run_start(workflow=workflow, inputs=self._inputs(inputs), trigger=Trigger.CLI)
         except ValidationError as exc:
             raise CommandError(f"Refused: {exc.message_dict if hasattr(exc, 'error_dict') else exc.messages}") from exc
+        except PolicyRefused as exc:
+            raise CommandError(f"Refused by policy {exc.policy.name!r}: {exc.reason}") from exc
         self.stdout.write(f"run {run.pk} queued")
         if wait:
             self._follow(run, timeout)
