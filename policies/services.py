@@ -56,7 +56,8 @@ class Call:
     tool: Any = None
     estimate_usd: Decimal | None = None  # None: the model has no price
     estimate_tokens: int = 0
-    approved: bool = False  # a human has approved this step: require_approval policies let it pass
+    #: Hits (by key) a human approved for this step: those require_approval policies let it pass.
+    granted: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -64,10 +65,22 @@ class Hit:
     policy: Policy | None  # None for a tool's own "requires approval" flag
     action: str
     reason: str
+    #: What the policy objects to ("tool:wipe", "model:openai/gpt-4o", "spend", "cost"): an
+    #: approval lets this policy pass for this subject in this step, and nothing else.
+    subject: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.policy.pk if self.policy else 'tool-flag'}:{self.subject}"
 
     @property
     def role(self) -> str:
         return (self.policy.config.get("role") if self.policy else None) or Role.ADMIN
+
+    @property
+    def staff_only(self) -> bool:
+        """A global policy's holds are staff's to decide: a project admin cannot lift them."""
+        return self.policy is not None and self.policy.project_id is None
 
 
 @dataclass
@@ -97,15 +110,19 @@ def call_verdict(call: Call, policies: list[Policy] | None = None) -> Verdict:
 
 
 def _rule_hits(call: Call, policies: list[Policy]) -> list[Hit]:
+    tool_subject = f"tool:{call.tool.slug}" if call.tool is not None else ""
     hits = []
     if call.tool is not None and call.tool.requires_approval:
-        hits.append(
-            Hit(None, PolicyAction.REQUIRE_APPROVAL, f"Tool {call.tool.slug!r} requires approval for every call.")
-        )
+        reason = f"Tool {call.tool.slug!r} requires approval for every call."
+        hits.append(Hit(None, PolicyAction.REQUIRE_APPROVAL, reason, tool_subject))
     for policy in policies:
         if reason := _rule_reason(policy, call):
-            hits.append(Hit(policy, policy.action, reason))
+            hits.append(Hit(policy, policy.action, reason, tool_subject or _call_subject(policy, call)))
     return hits
+
+
+def _call_subject(policy: Policy, call: Call) -> str:
+    return "cost" if policy.kind == PolicyKind.APPROVAL else f"model:{call.provider}/{call.model}"
 
 
 def _rule_reason(policy: Policy, call: Call) -> str:
@@ -151,9 +168,10 @@ def _judge(call: Call, hits: list[Hit], verdict: Verdict | None = None) -> Verdi
         verdict.outcome, verdict.hit = "blocked", blocking
         _decide(verdict, call, blocking, Outcome.BLOCKED)
         return verdict
-    if asking and not call.approved:
-        verdict.outcome, verdict.hit = "approval", asking[0]
-        _decide(verdict, call, asking[0], Outcome.APPROVAL_REQUIRED)
+    waiting = [h for h in asking if h.key not in call.granted]
+    if waiting:
+        verdict.outcome, verdict.hit = "approval", waiting[0]
+        _decide(verdict, call, waiting[0], Outcome.APPROVAL_REQUIRED)
         return verdict
     for hit in asking:
         _decide(verdict, call, hit, Outcome.OVERRIDDEN)
@@ -215,7 +233,10 @@ def _spend_hit(policy: Policy, call: Call) -> Hit | None:
     keeps_dollars = policy.kind == PolicyKind.BUDGET or policy.config.get("max_usd") is not None
     if call.estimate_usd is None and keeps_dollars:
         return Hit(
-            policy, policy.action, f"Model {call.provider}/{call.model} has no price; {policy.name!r} cannot be kept."
+            policy,
+            policy.action,
+            f"Model {call.provider}/{call.model} has no price; {policy.name!r} cannot be kept.",
+            "spend",
         )
     if policy.kind == PolicyKind.BUDGET:
         return _budget_hit(policy, call)
@@ -233,6 +254,7 @@ def _budget_hit(policy: Policy, call: Call) -> Hit | None:
         policy.action,
         f"Budget {policy.name!r}: ${use.total:.4f} of ${amount} used or reserved until "
         f"{span.end:%Y-%m-%d %H:%M} UTC; this call may cost ${call.estimate_usd:.4f}.",
+        "spend",
     )
 
 
@@ -245,6 +267,7 @@ def _ceiling_hit(policy: Policy, call: Call) -> Hit | None:
             policy.action,
             f"Run ceiling {policy.name!r}: the run has used ${usd:.4f} of ${max_usd}; "
             f"this call may cost ${call.estimate_usd:.4f}.",
+            "spend",
         )
     if max_tokens is not None and tokens + call.estimate_tokens > max_tokens:
         return Hit(
@@ -252,6 +275,7 @@ def _ceiling_hit(policy: Policy, call: Call) -> Hit | None:
             policy.action,
             f"Run ceiling {policy.name!r}: the run has used {tokens} of {max_tokens} tokens; "
             f"this call may use {call.estimate_tokens}.",
+            "spend",
         )
     return None
 

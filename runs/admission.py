@@ -142,7 +142,7 @@ def _queue_key(row: dict) -> tuple:
 
 def _contenders(run: Run, policies: list[Policy]) -> list[dict]:
     """The project's runs that hold a slot or wait for one, with what scopes are matched on."""
-    fields = ["pk", "status", "priority", "queued_at", "workflow__slug", "task_agent__slug"]
+    fields = ["pk", "status", "priority", "queued_at", "waiting_on", "workflow__slug", "task_agent__slug"]
     by_agent = any(p.config.get("agent") for p in policies)
     if by_agent:
         fields.append("workflow_version__definition")
@@ -153,24 +153,31 @@ def _contenders(run: Run, policies: list[Policy]) -> list[dict]:
     return rows
 
 
-def _full_policy(run: Run, policies: list[Policy]) -> tuple[Policy | None, str]:
+def _full_policies(run: Run, policies: list[Policy]) -> list[tuple[Policy, str]]:
+    """Every limit over the run with no slot for it now, highest priority first. Runs ahead in the
+    queue count only when they wait for this limit's slot (or nothing yet): one held by another
+    limit will not take this one's slot."""
     rows = _contenders(run, policies)
     mine = next((row for row in rows if row["pk"] == run.pk), None)
     if mine is None:
-        return None, ""
+        return []
+    full = []
     for policy in policies:
         if not _in_scope(policy, mine):
             continue
         scoped = [row for row in rows if _in_scope(policy, row)]
         active = sum(row["status"] in SLOT_HOLDERS for row in scoped)
-        ahead = sum(row["status"] == RunStatus.QUEUED and _queue_key(row) < _queue_key(mine) for row in scoped)
+        ahead = sum(
+            row["status"] == RunStatus.QUEUED
+            and row["waiting_on"] in (None, policy.pk)
+            and _queue_key(row) < _queue_key(mine)
+            for row in scoped
+        )
         limit = policy.config["max_active"]
         if active + ahead >= limit:
-            return (
-                policy,
-                f"Concurrency limit {policy.name!r}: {active} of {limit} runs active, {ahead} ahead in the queue.",
-            )
-    return None, ""
+            reason = f"Concurrency limit {policy.name!r}: {active} of {limit} runs active, {ahead} ahead in the queue."
+            full.append((policy, reason))
+    return full
 
 
 def may_take_slot(run: Run) -> bool:
@@ -182,13 +189,14 @@ def may_take_slot(run: Run) -> bool:
     if not policies:
         return _clear_hold(run)
     list(Policy.objects.select_for_update().filter(pk__in=[p.pk for p in policies]).order_by("pk"))
-    policy, reason = _full_policy(run, policies)
-    if policy is None:
+    full = _full_policies(run, policies)
+    blocking = next(((p, reason) for p, reason in full if p.action == PolicyAction.BLOCK), None)
+    if blocking is None:
+        for policy, reason in full:  # warnings only: the run starts in this advance, warned once
+            _decision(run.project_id, run, policy, Outcome.WARNED, reason)
+            emit(run.pk, EventType.POLICY_DECISION, payload=_payload(policy, Outcome.WARNED, reason))
         return _clear_hold(run)
-    if policy.action == PolicyAction.WARN:  # the run starts in this advance: warned once
-        _decision(run.project_id, run, policy, Outcome.WARNED, reason)
-        emit(run.pk, EventType.POLICY_DECISION, payload=_payload(policy, Outcome.WARNED, reason))
-        return _clear_hold(run)
+    policy, reason = blocking
     if run.waiting_on_id != policy.pk:
         Run.objects.filter(pk=run.pk).update(waiting_on=policy)
         run.waiting_on = policy
@@ -204,7 +212,7 @@ def _clear_hold(run: Run) -> bool:
     return True
 
 
-def held_runs(project_id, limit: int = 20) -> list:
+def held_runs(project_id, limit: int = 200) -> list:
     """Queued runs of a project waiting for a slot, first in line first. Call in the transaction
     that ends a run: it waits for the project's concurrency policies first. A run being held at
     this moment has seen the ending run still active; without the lock its hold could commit just

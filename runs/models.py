@@ -199,13 +199,25 @@ class RunEvent(models.Model):
 
 
 class Approval(models.Model):
-    """A human decision on an approval step."""
+    """A human decision on a step waiting for one: an approval gate (round 0), or a call a policy
+    parked (round n: the step's n-th hold)."""
 
-    step = models.OneToOneField(RunStep, on_delete=models.CASCADE, related_name="approval")
+    step = models.ForeignKey(RunStep, on_delete=models.CASCADE, related_name="approvals")
+    round = models.PositiveSmallIntegerField(default=0, help_text="Which hold of the step this decides.")
     decision = models.CharField(max_length=16, choices=Decision.choices)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     comment = models.TextField(blank=True, default="")
     decided_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Two people deciding at once: the first decision stands.
+            models.UniqueConstraint(
+                fields=["step", "round"],
+                name="runs_approval_one_per_hold",
+                violation_error_message="This step was already decided.",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.step} {self.decision}"

@@ -197,12 +197,16 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
     needed = approver_role(run, key, step)
     if not Role.at_least(role, needed):
         raise PermissionDenied(f"Deciding this step needs the {needed} role.")
+    if step.hold.get("staff_only") and not user.is_staff:
+        raise PermissionDenied("A global policy parked this step: only staff decide it.")
     if step.status != StepStatus.WAITING_APPROVAL:
         raise TransitionRefused(f"Step {key!r} is {step.status}, not waiting for approval.")
     approved = decision == Decision.APPROVED
     try:
         with transaction.atomic():
-            Approval.objects.create(step=step, decision=decision, decided_by=user, comment=comment)
+            Approval.objects.create(
+                step=step, round=step.hold.get("round", 0), decision=decision, decided_by=user, comment=comment
+            )
     except IntegrityError:  # two people decided at once; the first one stands
         raise TransitionRefused(f"Step {key!r} was decided by someone else.") from None
     decided = {"decision": decision, "by": user.email, "comment": comment}
@@ -234,15 +238,18 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
 
 
 def _release_hold(run: Run, step: RunStep, decided: dict) -> bool:
-    """A step a policy parked runs again from its start; its attempt does not count, and the
-    approval lets the policies that asked for it pass. The run is running again from now: its
-    step may start before the run's next advance."""
+    """A step a policy parked runs again from its start; its attempt does not count. The approval
+    lets that policy pass for that subject (a tool, a model, the budget) for the rest of the step,
+    and nothing else: another policy, or the same one about another tool, parks it again. The run
+    is running again from now: its step may start before the run's next advance."""
+    hold = {**step.hold, "granted": [*step.hold.get("granted", []), step.hold["key"]]}
     moved = move_step(
         step,
         [StepStatus.WAITING_APPROVAL],
         StepStatus.QUEUED,
         EventType.STEP_APPROVED,
         payload=decided,
+        hold=hold,
         attempt=max(step.attempt - 1, 0),
         queued_at=timezone.now(),
         lease_expires_at=timezone.now() + DISPATCH_GRACE,

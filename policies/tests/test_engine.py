@@ -165,14 +165,21 @@ def assert_blocked(team, run: Run, key: str, policy: Policy, reason: str) -> Non
 def assert_parked(team, run: Run, key: str, policy: Policy | None, reason: str, role: str = Role.ADMIN) -> None:
     """The step waits for a human, and says who and why."""
     run = reload(run)
+    stored = step_of(run, key).hold
     hold = {
+        "round": 1,
+        "key": stored["key"],
         "policy": policy.pk if policy else None,
         "policy_name": policy.name if policy else "",
         "reason": reason,
         "role": role,
+        "staff_only": False,
+        "granted": [],
+        **({"arguments": stored["arguments"]} if "arguments" in stored else {}),
     }
+    assert stored["key"].startswith(f"{policy.pk if policy else 'tool-flag'}:")
     assert (run.status, step_of(run, key).status) == (RunStatus.WAITING_APPROVAL, StepStatus.WAITING_APPROVAL)
-    assert step_of(run, key).hold == hold
+    assert stored == hold
     (waiting,) = events(run, EventType.STEP_WAITING_APPROVAL)
     assert waiting.payload == {"key": key, **hold}
     assert event_types(run)[-1] == EventType.RUN_WAITING_APPROVAL
@@ -1004,3 +1011,98 @@ def test_the_reaper_expires_a_reservation_older_than_30s_with_time_travel(team, 
 
     entry.refresh_from_db()
     assert entry.status == EntryStatus.EXPIRED
+
+
+# ------------------------------------------------------------------------------
+# What an approval covers, and who may give it
+# ------------------------------------------------------------------------------
+def test_approving_a_budget_overrun_does_not_approve_a_risky_tool_in_the_same_step(team, project):
+    deploy = tool(project, "deploy", requires_approval=True)
+    echo_agent(project, "shipper", [deploy])
+    make_policy(project, PolicyKind.RUN_CEILING, {"max_tokens": 10}, ASK, name="Small")
+    workflow = make_workflow(project, agent_step("a", agent="shipper", prompt='[[tool:deploy {"expression": "1+1"}]]'))
+    run = start(workflow)
+    first_hold = step_of(reload(run), "a").hold
+    assert (first_hold["round"], first_hold["policy_name"]) == (1, "Small")
+
+    assert decide(team, run, "a").status_code == 200
+
+    # The re-run passes the ceiling, then asks again, this time about the tool, with its arguments.
+    run = reload(run)
+    second_hold = step_of(run, "a").hold
+    assert run.status == RunStatus.WAITING_APPROVAL
+    assert (second_hold["round"], second_hold["key"]) == (2, "tool-flag:tool:deploy")
+    assert second_hold["arguments"] == {"expression": "1+1"}
+    assert second_hold["granted"] == [first_hold["key"]]
+    assert len(events(run, EventType.TOOL_CALL)) == 0
+
+    assert decide(team, run, "a").status_code == 200
+    run = reload(run)
+    assert run.status == RunStatus.SUCCEEDED
+    assert len(events(run, EventType.TOOL_CALL)) == 1
+    assert list(run.steps.get(key="a").approvals.values_list("round", flat=True).order_by("round")) == [1, 2]
+
+
+def test_a_hold_by_a_global_policy_is_decided_by_staff_only(team, project):
+    PolicyFactory(project=None, kind=PolicyKind.RUN_CEILING, config={"max_tokens": 10}, action=ASK, name="Global")
+    run = start(one_step(project))
+    assert step_of(reload(run), "a").hold["staff_only"] is True
+
+    response = decide(team, run, "a", who=Role.OWNER)
+    assert response.status_code == 403
+    assert reload(run).status == RunStatus.WAITING_APPROVAL
+
+    owner = team.members[Role.OWNER]
+    owner.is_staff = True
+    owner.save(update_fields=["is_staff"])
+    assert decide(team, run, "a", who=Role.OWNER).status_code == 200
+    assert reload(run).status == RunStatus.SUCCEEDED
+
+
+# ------------------------------------------------------------------------------
+# Concurrency: every limit counts, and only for its own queue
+# ------------------------------------------------------------------------------
+def test_a_warning_concurrency_limit_does_not_hide_a_blocking_one(team, project):
+    make_policy(project, PolicyKind.CONCURRENCY, {"max_active": 1}, WARN, name="Soft", priority=10)
+    hard = make_policy(project, PolicyKind.CONCURRENCY, {"max_active": 2}, BLOCK, name="Hard")
+    workflow = gate_workflow(project)
+
+    runs = [start(workflow, inputs={}) for _ in range(3)]
+
+    assert [reload(r).status for r in runs] == [RunStatus.WAITING_APPROVAL] * 2 + [RunStatus.QUEUED]
+    assert reload(runs[2]).waiting_on == hard
+    assert [name for name, _, outcome, _ in decisions(run=runs[1]) if outcome == Outcome.WARNED] == ["Soft"]
+
+
+def test_runs_held_by_another_limit_do_not_count_as_ahead_in_the_queue(team, project):
+    make_policy(project, PolicyKind.CONCURRENCY, {"max_active": 1, "workflow": "narrow"}, name="Narrow")
+    make_policy(project, PolicyKind.CONCURRENCY, {"max_active": 3}, name="Project")
+    narrow = gate_workflow(project, slug="narrow")
+    wide = gate_workflow(project, slug="wide")
+
+    narrow_runs = [start(narrow, inputs={}) for _ in range(3)]  # one active, two held by Narrow
+    other = start(wide, inputs={})
+
+    assert [reload(r).status for r in narrow_runs] == [RunStatus.WAITING_APPROVAL] + [RunStatus.QUEUED] * 2
+    assert reload(other).status == RunStatus.WAITING_APPROVAL  # 1 of 3 active: Narrow's queue is not its own
+
+
+# ------------------------------------------------------------------------------
+# A call cannot outgrow its reservation
+# ------------------------------------------------------------------------------
+def test_under_a_budget_an_agent_without_max_tokens_is_sent_the_cap_its_estimate_assumed(team, project, fake_openai):
+    ModelPrice.objects.create(
+        provider="openai",
+        model="local-model",
+        input_usd_per_mtok=1,
+        output_usd_per_mtok=2,
+        effective_from=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    openai_agent(project, fake_openai.base_url, slug="capped")
+    openai_agent(project, fake_openai.base_url, slug="own", parameters={"max_tokens": 50})
+    budget(project, 1)
+
+    start(make_workflow(project, agent_step("a", agent="capped"), slug="capped"))
+    start(make_workflow(project, agent_step("a", agent="own"), slug="own"))
+
+    assert [body.get("max_tokens") for body in fake_openai.bodies] == [DEFAULT_OUTPUT, 50]

@@ -165,7 +165,7 @@ def test_an_approval_budget_asks_and_an_approved_call_is_overridden_and_reserved
     budget(run.project, "0.50", action=PolicyAction.REQUIRE_APPROVAL)
 
     asked = call_verdict(agent_call(run, estimate="0.60"))
-    approved = call_verdict(agent_call(run, estimate="0.60", approved=True))
+    approved = call_verdict(agent_call(run, estimate="0.60", granted=frozenset({asked.hit.key})))
 
     assert asked.outcome == "approval"
     assert asked.hit.role == "admin"
@@ -375,11 +375,26 @@ def test_a_tools_own_approval_flag_asks_with_no_policy(run):
     assert (decision.policy, decision.outcome) == (None, Outcome.APPROVAL_REQUIRED)
 
 
+def test_an_approval_lets_only_what_it_was_asked_about_pass(run, catalog):
+    budget(run.project, "0.50", action=PolicyAction.REQUIRE_APPROVAL)
+    ask = policy(run.project, PolicyKind.APPROVAL, {"tools": ["calc"]}, "require_approval", name="Ask")
+    asked = call_verdict(agent_call(run, estimate="0.60"))
+    granted = frozenset({asked.hit.key})
+
+    tool_verdict = call_verdict(tool_call(run, catalog.calc, granted=granted))
+    spend_verdict = call_verdict(agent_call(run, estimate="0.60", granted=granted))
+
+    assert asked.hit.key.endswith(":spend")
+    assert (tool_verdict.outcome, tool_verdict.hit.policy) == ("approval", ask)
+    assert tool_verdict.hit.key == f"{ask.pk}:tool:calc"
+    assert spend_verdict.allowed
+
+
 def test_a_block_beats_an_approval(run, catalog):
-    policy(run.project, PolicyKind.APPROVAL, {"tools": ["calc"]}, "require_approval", name="Ask")
+    ask = policy(run.project, PolicyKind.APPROVAL, {"tools": ["calc"]}, "require_approval", name="Ask")
     policy(run.project, PolicyKind.TOOL_ALLOWLIST, {"tools": ["search"]}, name="Tools")
 
-    verdict = call_verdict(tool_call(run, catalog.calc, approved=True))
+    verdict = call_verdict(tool_call(run, catalog.calc, granted=frozenset({f"{ask.pk}:tool:calc"})))
 
     assert verdict.outcome == "blocked"
     assert verdict.hit.policy.name == "Tools"

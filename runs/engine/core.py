@@ -62,8 +62,14 @@ def advance(run_id) -> None:
     with transaction.atomic():
         # The lock serializes advances of one run: two of them must not both queue a step. Only the
         # run's row: without of=, PostgreSQL also locks the joined version row, and every advance
-        # of every run of that version would wait on every other.
-        run = Run.objects.select_for_update(of=("self",)).select_related("workflow_version").filter(pk=run_id).first()
+        # of every run of that version would wait on every other. NO KEY: rows that point at the run
+        # (ledger entries, decisions written by its steps) need not wait for the advance.
+        run = (
+            Run.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("workflow_version")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None or run.status in RUN_TERMINAL:
             return
         if run.status == RunStatus.QUEUED and not admission.may_take_slot(run):
@@ -217,7 +223,7 @@ def _run(step: RunStep, run: Run) -> None:
         move_step(step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED, **recorded_fields(step))
     except StepHeld as held:
         ctx.flush()
-        hold = held.as_hold()
+        hold = held.as_hold(step.hold or {})
         move_step(
             step,
             [StepStatus.RUNNING],

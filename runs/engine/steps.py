@@ -20,11 +20,12 @@ from agents.models import Agent, Tool
 from agents.providers.base import CompletionRequest, Credential, Message, ToolSpec
 from agents.selectors import cost_of_call, price_in_force
 from policies import services as policy_services
+from policies.choices import PolicyKind
 from policies.selectors import policies_for
 from workflows import dag, templating
 
-from ..choices import Decision, EventType, RunStatus
-from ..models import Approval, Run, RunStep
+from ..choices import EventType, RunStatus
+from ..models import Run, RunStep
 from .transitions import emit_many
 
 
@@ -47,18 +48,27 @@ class StepHeld(Exception):
     """A policy wants a human decision before this call; the step waits for approval and runs
     again from its start once approved."""
 
-    def __init__(self, hit: policy_services.Hit):
+    def __init__(self, hit: policy_services.Hit, arguments: Any = None):
         super().__init__(hit.reason)
-        self.hit = hit
+        self.hit, self.arguments = hit, arguments
 
-    def as_hold(self) -> dict:
+    def as_hold(self, previous: dict) -> dict:
+        """The step's hold: what waits for a decision (with the tool's arguments, so the approver
+        sees the call), numbered per step, and what earlier decisions of this step granted."""
         policy = self.hit.policy
-        return {
+        hold = {
+            "round": previous.get("round", 0) + 1,
+            "key": self.hit.key,
             "policy": policy.pk if policy else None,
             "policy_name": policy.name if policy else "",
             "reason": self.hit.reason,
             "role": self.hit.role,
+            "staff_only": self.hit.staff_only,
+            "granted": previous.get("granted", []),
         }
+        if self.arguments is not None:
+            hold["arguments"] = self.arguments
+        return hold
 
 
 @dataclass
@@ -77,7 +87,6 @@ class StepContext:
     spend: list[dict] = field(default_factory=list)
     #: The project's call-level policies, read once per attempt.
     policies: list | None = None
-    _approved: bool | None = None
 
     def emit(self, type_: str, payload: dict) -> None:
         self.pending.append((type_, self.step, payload))
@@ -96,12 +105,6 @@ class StepContext:
             for entry in spend:
                 policy_services.spend_settle(**entry)
             emit_many(self.run.pk, events)
-
-    def approved(self) -> bool:
-        """Whether a human approved this step after a policy parked it."""
-        if self._approved is None:
-            self._approved = Approval.objects.filter(step_id=self.step.pk, decision=Decision.APPROVED).exists()
-        return self._approved
 
     def render(self, source: str) -> str:
         try:
@@ -220,26 +223,30 @@ def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | N
     )
     text += json.dumps([[t.name, t.description, t.input_schema] for t in request.tools])
     input_tokens = len(text.encode())
-    output_tokens = int(agent.parameters.get("max_tokens") or settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS)
+    output_tokens = int(request.parameters.get("max_tokens") or settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS)
     price = price_in_force(provider=agent.provider, model=agent.model)
     cost = price.cost(input_tokens, output_tokens) if price else None
     return cost, input_tokens + output_tokens
 
 
-def ask_policies(ctx: StepContext, call: policy_services.Call) -> policy_services.Verdict:
-    """Judge the call; a block fails the attempt for good, an approval parks the step."""
+def call_policies(ctx: StepContext) -> list:
     if ctx.policies is None:
         ctx.policies = policies_for(ctx.run.project_id, policy_services.CALL_KINDS)
-    if not ctx.policies and not (call.tool is not None and call.tool.requires_approval):
+    return ctx.policies
+
+
+def ask_policies(ctx: StepContext, call: policy_services.Call, arguments: Any = None) -> policy_services.Verdict:
+    """Judge the call; a block fails the attempt for good, an approval parks the step."""
+    if not call_policies(ctx) and not (call.tool is not None and call.tool.requires_approval):
         return policy_services.Verdict()
-    call.approved = ctx.approved()
+    call.granted = frozenset((ctx.step.hold or {}).get("granted", []))
     verdict = policy_services.call_verdict(call, ctx.policies)
     for decision in verdict.decisions:
         ctx.pending.append((EventType.POLICY_DECISION, ctx.step, _decision_payload(ctx, decision)))
     if verdict.outcome == "blocked":
         raise StepFailed(verdict.hit.reason, permanent=True, kind="PolicyBlocked")
     if verdict.outcome == "approval":
-        raise StepHeld(verdict.hit)
+        raise StepHeld(verdict.hit, arguments)
     return verdict
 
 
@@ -257,7 +264,7 @@ def _decision_payload(ctx: StepContext, decision) -> dict:
 # Tool calls, shared by tool steps and the agent's tool loop
 # ------------------------------------------------------------------------------
 def call_tool(ctx: StepContext, tool: Tool, arguments: Any) -> Any:
-    ask_policies(ctx, _call_facts(ctx, tool=tool))
+    ask_policies(ctx, _call_facts(ctx, tool=tool), arguments)
     started = time.monotonic()
     try:
         result = agent_services.tool_execute(tool=tool, arguments=arguments)
@@ -313,6 +320,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
     allowed = {tool.slug: tool for tool in agent.tools.select_related("credential") if tool.enabled}
     specs = [ToolSpec(t.slug, t.description or t.name, t.input_schema or {"type": "object"}) for t in allowed.values()]
     credential = agent.credential.as_provider_credential() if agent.credential else Credential()
+    parameters = _capped(ctx, agent)
     messages = [Message("user", prompt)]
     for iteration in range(agent.max_tool_iterations + 1):
         if iteration:  # before the first call, execute() has just checked the run's status
@@ -322,7 +330,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
             messages=messages,
             system_prompt=agent.system_prompt,
             tools=specs,
-            parameters=agent.parameters,
+            parameters=parameters,
             credential=credential,
             timeout=ctx.remaining(),
         )
@@ -354,6 +362,17 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
         messages.append(Message("assistant", result.text, tool_calls=result.tool_calls))
         messages.extend(_answer_tool_calls(ctx, allowed, result.tool_calls))
     raise AssertionError("unreachable")
+
+
+def _capped(ctx: StepContext, agent: Agent) -> dict:
+    """Under a budget or a run ceiling, a call must not outgrow its reservation: an agent with no
+    max_tokens is sent the output cap its estimate assumed."""
+    if "max_tokens" in agent.parameters:
+        return agent.parameters
+    spend_kinds = {PolicyKind.BUDGET, PolicyKind.RUN_CEILING}
+    if not any(policy.kind in spend_kinds for policy in call_policies(ctx)):
+        return agent.parameters
+    return {**agent.parameters, "max_tokens": settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS}
 
 
 def _complete(provider, request: CompletionRequest):

@@ -30,6 +30,7 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.prompts: Counter[str] = Counter()  # prompt text -> completions requested
         self.failed_once: set[str] = set()
+        self.bodies: list[dict] = []  # every request body, in order
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -47,6 +48,7 @@ class FakeOpenAI:
         prompt = next(m["content"] for m in reversed(messages) if m["role"] == "user")
         has_tool_result = any(m["role"] == "tool" for m in messages)
         with self.lock:
+            self.bodies.append(body)
             self.prompts[prompt] += 1
             fail = re.search(r"FAIL_ONCE=(\w+)", prompt)
             if fail and fail[1] not in self.failed_once:
