@@ -28,17 +28,33 @@ def wait_all(run_ids, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def set_policies(project_id, on: bool) -> None:
+    """A roomy budget and run ceiling (never reached), or none: the cost of enforcement alone."""
+    from policies.models import Policy
+
+    Policy.objects.filter(project_id=project_id, name__startswith="bench ").delete()
+    if on:
+        Policy.objects.create(
+            project_id=project_id, name="bench budget", kind="budget", config={"amount_usd": 1e6, "window": "day"}
+        )
+        Policy.objects.create(project_id=project_id, name="bench ceiling", kind="run_ceiling", config={"max_usd": 1e5})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--sequential", type=int, default=30, help="runs started one at a time, for latency")
     parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--policies", action="store_true", help="under a budget and a run ceiling: every call reserves and settles"
+    )
     args = parser.parse_args()
     django_setup()
     from runs import services
     from sparkops.celery import app
 
     user, _, workflow = demo_workflow(3)
+    set_policies(workflow.project_id, args.policies)
     app.control.purge()
     worker = start_worker(args.concurrency, Path(tempfile.mkdtemp()) / "worker.log")
     try:
@@ -70,6 +86,7 @@ def report(args, run_ids, elapsed: float, latencies: list[float]) -> None:
     steps = RunStep.objects.filter(run_id__in=run_ids)
     engine_ms = [(s.finished_at - s.started_at).total_seconds() * 1000 - (s.latency_ms or 0) for s in steps]
     dispatch_ms = [(s.started_at - s.queued_at).total_seconds() * 1000 for s in steps]
+    print(f"policies: {'budget + run ceiling' if args.policies else 'none'}")
     print(f"burst: {args.runs} runs x 3 steps, {args.concurrency} worker processes, {elapsed:.2f}s, {failed} failed")
     print(f"  {args.runs / elapsed:.1f} runs/s, {3 * args.runs / elapsed:.1f} steps/s")
     print(f"  per-step engine time (claim to finish, minus adapter): {_p(engine_ms)}")

@@ -280,7 +280,7 @@ def _ceiling_hit(policy: Policy, call: Call) -> Hit | None:
     return None
 
 
-def _open_entry(call: Call) -> SpendEntry:
+def _new_entry(call: Call, **values) -> SpendEntry:
     return SpendEntry.objects.create(
         project_id=call.project_id,
         run_id=call.run_id,
@@ -290,10 +290,17 @@ def _open_entry(call: Call) -> SpendEntry:
         agent=call.agent,
         provider=call.provider,
         model=call.model,
+        created_at=timezone.now(),
+        **values,
+    )
+
+
+def _open_entry(call: Call) -> SpendEntry:
+    return _new_entry(
+        call,
         status=EntryStatus.RESERVED,
         reserved_usd=call.estimate_usd or ZERO,  # an unpriced call let through holds its tokens only
         input_tokens=call.estimate_tokens,
-        created_at=timezone.now(),
     )
 
 
@@ -315,22 +322,11 @@ def spend_settle(
     # A reservation the reaper expired (its worker looked lost) is settled all the same.
     if entry_id is not None and SpendEntry.objects.filter(pk=entry_id).update(**values):
         return
-    SpendEntry.objects.create(
-        project_id=call.project_id,
-        run_id=call.run_id,
-        step_id=call.step_id,
-        attempt=call.attempt,
-        workflow_id=call.workflow_id,
-        agent=call.agent,
-        provider=call.provider,
-        model=call.model,
-        created_at=timezone.now(),
-        **values,
-    )
+    _new_entry(call, **values)
 
 
 def spend_release(*, entry_id: int | None) -> None:
-    """The call failed before the provider answered: nothing was used, free the reservation."""
+    """The call failed (an error answer, or none): providers bill completed calls, free it."""
     if entry_id is not None:
         SpendEntry.objects.filter(pk=entry_id, status=EntryStatus.RESERVED).update(
             status=EntryStatus.SETTLED, input_tokens=0, cost_usd=Decimal(0), settled_at=timezone.now()

@@ -54,6 +54,7 @@ class BudgetStatusSerializer(serializers.Serializer):
     policy_name = serializers.CharField(source="policy.name")
     project = serializers.UUIDField(source="project_id")
     action = serializers.CharField(source="policy.action")
+    enabled = serializers.BooleanField(source="policy.enabled")
     window = serializers.SerializerMethodField()
     amount_usd = serializers.DecimalField(source="amount", max_digits=14, decimal_places=6)
     spent_usd = serializers.DecimalField(source="spent", max_digits=14, decimal_places=6)
