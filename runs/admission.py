@@ -219,8 +219,9 @@ def held_runs(project_id, limit: int = 200) -> list:
     after this list was read, and it would wait for the next run to end (or the reaper) while its
     slot stood free. With it, the hold is committed and listed here, or waits and sees the end."""
     policies = [policy.pk for policy in policies_for(project_id, [PolicyKind.CONCURRENCY])]
-    if policies:
-        list(Policy.objects.select_for_update().filter(pk__in=policies).order_by("pk"))
+    if not policies:
+        return []  # no limit to wait on: runs a deleted or disabled limit held are nudged by the reaper
+    list(Policy.objects.select_for_update().filter(pk__in=policies).order_by("pk"))
     return list(
         Run.objects.filter(project_id=project_id, status=RunStatus.QUEUED, waiting_on__isnull=False)
         .order_by("-priority", "queued_at", "pk")

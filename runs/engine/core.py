@@ -162,7 +162,7 @@ def claim(step_id: int) -> RunStep | None:
     """queued -> running, or take over a running step whose lease expired (its worker died).
     The UPDATE's row count decides: a second delivery of the same message claims nothing."""
     now = timezone.now()
-    step = RunStep.objects.select_related("run__workflow_version").filter(pk=step_id).first()
+    step = RunStep.objects.select_related("run__workflow_version", "run__workflow").filter(pk=step_id).first()
     if step is None:
         return None
     timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)

@@ -334,7 +334,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
             credential=credential,
             timeout=ctx.remaining(),
         )
-        estimate, tokens = estimate_call(agent, request)
+        estimate, tokens = estimate_call(agent, request) if call_policies(ctx) else (None, 0)
         call = _call_facts(ctx, agent=agent, estimate_usd=estimate, estimate_tokens=tokens)
         verdict = ask_policies(ctx, call)
         try:
