@@ -118,6 +118,9 @@ class SpendEntry(models.Model):
         "workflows.Workflow", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     agent = models.ForeignKey("agents.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Budgets narrowed to an agent or a workflow match these: a deleted agent's spend still counts.
+    agent_slug = models.CharField(max_length=64, blank=True, default="")
+    workflow_slug = models.CharField(max_length=64, blank=True, default="")
     provider = models.CharField(max_length=32)
     model = models.CharField(max_length=100)
     status = models.CharField(max_length=10, choices=EntryStatus.choices, default=EntryStatus.SETTLED)

@@ -49,9 +49,9 @@ def _budget_entries(policy: Policy, project_id, span: Span) -> QuerySet[SpendEnt
     entries = SpendEntry.objects.filter(project_id=project_id, created_at__gte=span.start, created_at__lt=span.end)
     config = policy.config
     if config.get("agent"):
-        entries = entries.filter(agent__slug=config["agent"])
+        entries = entries.filter(agent_slug=config["agent"])
     if config.get("workflow"):
-        entries = entries.filter(workflow__slug=config["workflow"])
+        entries = entries.filter(workflow_slug=config["workflow"])
     if pattern := config.get("model"):
         entries = entries.filter(_models_matching(entries, pattern))
     return entries

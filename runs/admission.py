@@ -92,9 +92,21 @@ def _budget_refusal(policy: Policy, workflow) -> PolicyRefused | None:
     return PolicyRefused(policy, reason, status_code=422)
 
 
+REFUSAL_RECORD_INTERVAL = timedelta(seconds=10)
+
+
 def record_refusal(project_id, refusal: PolicyRefused) -> None:
-    """Called once the refused run's transaction has rolled back, so the decision stays."""
-    _decision(project_id, None, refusal.policy, Outcome.BLOCKED, refusal.reason)
+    """Called once the refused run's transaction has rolled back, so the decision stays. A client
+    retrying against a 429 in a loop is recorded once per policy every 10 seconds, not per try."""
+    recent = PolicyDecision.objects.filter(
+        policy=refusal.policy,
+        project_id=project_id,
+        stage=Stage.ADMISSION,
+        outcome=Outcome.BLOCKED,
+        created_at__gte=timezone.now() - REFUSAL_RECORD_INTERVAL,
+    )
+    if not recent.exists():
+        _decision(project_id, None, refusal.policy, Outcome.BLOCKED, refusal.reason)
 
 
 def _decision(project_id, run, policy, outcome, reason) -> PolicyDecision:

@@ -531,6 +531,19 @@ def test_a_retry_is_admitted_like_a_new_run(team, project):
     assert decisions() == [("One an hour", Stage.ADMISSION, Outcome.BLOCKED, None)]
 
 
+def test_a_client_hammering_a_rate_limit_is_recorded_once_every_ten_seconds(team, project):
+    make_policy(project, PolicyKind.RATE_LIMIT, {"max_runs": 1, "per": "hour"}, name="One an hour")
+    workflow = one_step(project)
+    with time_machine.travel(datetime(2026, 6, 1, 12, tzinfo=UTC), tick=False) as clock:
+        client = team.client(Role.DEVELOPER)
+        assert post_run(client, workflow).status_code == 201
+        assert [post_run(client, workflow).status_code for _ in range(5)] == [429] * 5
+        clock.shift(11)
+        assert post_run(client, workflow).status_code == 429
+
+    assert decisions() == [("One an hour", Stage.ADMISSION, Outcome.BLOCKED, None)] * 2
+
+
 def test_rate_limit_warns_and_starts_the_run(team, project):
     make_policy(project, PolicyKind.RATE_LIMIT, {"max_runs": 1, "per": "hour"}, WARN)
     workflow = one_step(project)

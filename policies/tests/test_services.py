@@ -10,7 +10,7 @@ from django.db import connection
 from policies.choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
 from policies.models import PolicyDecision, SpendEntry
 from policies.services import Call, call_verdict, spend_release, spend_settle
-from runs.tests.factories import bare_run, make_catalog, make_workflow, tool
+from runs.tests.factories import bare_run, echo_agent, make_catalog, make_workflow, tool
 
 from .factories import PolicyDecisionFactory, PolicyFactory
 
@@ -451,3 +451,18 @@ def test_a_decision_outlives_its_deleted_policy(db):
 
     decision.refresh_from_db()
     assert (decision.policy, decision.project, decision.outcome) == (None, project, Outcome.BLOCKED)
+
+
+def test_an_agent_budget_still_counts_the_spend_of_a_deleted_agent_of_that_name(run, catalog):
+    budget(run.project, "1.00", agent="writer")
+    first = call_verdict(agent_call(run, estimate="0.60"))
+    spend_settle(
+        call=agent_call(run), entry_id=first.entry_id, input_tokens=10, output_tokens=10, cost=USD("0.60"), price=None
+    )
+    catalog.writer.delete()
+    echo_agent(run.project, "writer")
+
+    second = call_verdict(agent_call(run, estimate="0.60"))
+
+    assert SpendEntry.objects.get(pk=first.entry_id).agent_slug == "writer"
+    assert second.outcome == "blocked"
