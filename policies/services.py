@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.choices import RiskClass
+from projects.models import Project
 from sparkops.roles import Role
 
 from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
@@ -212,16 +213,28 @@ def _spend_applies(policy: Policy, call: Call) -> bool:
     )
 
 
+def lock_scopes(policies: list[Policy], *, project_id, run_id=None) -> None:
+    """Serialize check-and-reserve per thing a limit is kept for. The race: two workers each read
+    $0.95 spent of $1.00 and both reserve $0.05; with the lock the second waits until the first's
+    reservation is committed, then counts it. A project's own budget locks its policy row; a global
+    one is kept per project, so it locks the project row (not one row for the whole platform); a
+    run ceiling locks the run. Always in this order — run, project, policies by id — the order the
+    engine's advance also follows (run, then policies), so no two transactions deadlock. NO KEY
+    locks: rows that point at these (ledger entries, runs) are still inserted meanwhile."""
+    if run_id is not None and any(p.kind == PolicyKind.RUN_CEILING for p in policies):
+        run_model = SpendEntry._meta.get_field("run").related_model  # runs sits above policies
+        list(run_model.objects.select_for_update(no_key=True).filter(pk=run_id).values_list("pk"))
+    if any(p.project_id is None for p in policies if p.kind != PolicyKind.RUN_CEILING):
+        list(Project.objects.select_for_update(no_key=True).filter(pk=project_id).values_list("pk"))
+    own = [p.pk for p in policies if p.project_id is not None and p.kind != PolicyKind.RUN_CEILING]
+    if own:
+        list(Policy.objects.select_for_update(no_key=True).filter(pk__in=own).order_by("pk").values_list("pk"))
+
+
 def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
     with transaction.atomic():
-        # The race: two workers each read $0.95 spent of $1.00 and both reserve $0.05. Locking
-        # every policy involved (in id order, so two calls cannot deadlock) makes the second wait
-        # until the first's reservation is committed, then count it.
-        locked = list(Policy.objects.select_for_update().filter(pk__in=[p.pk for p in policies]).order_by("pk"))
-        # Judged in the order policies are checked (priority first), not the locking order.
-        order = [p.pk for p in policies]
-        locked.sort(key=lambda policy: order.index(policy.pk))
-        hits = [hit for policy in locked if (hit := _spend_hit(policy, call))]
+        lock_scopes(policies, project_id=call.project_id, run_id=call.run_id)
+        hits = [hit for policy in policies if (hit := _spend_hit(policy, call))]  # priority order
         verdict = _judge(call, hits, verdict)
         if verdict.allowed:
             verdict.entry_id = _open_entry(call).pk

@@ -11,6 +11,7 @@ from policies.choices import Outcome, PolicyAction, PolicyKind, Stage
 from policies.exceptions import PolicyRefused
 from policies.models import Policy, PolicyDecision
 from policies.selectors import budget_status, policies_for
+from policies.services import lock_scopes
 
 from .choices import EventType, RunStatus
 from .engine.transitions import emit
@@ -29,12 +30,12 @@ class AdmissionWarning:
 
 def admit(*, workflow, api_key=None) -> list[AdmissionWarning]:
     """Raise PolicyRefused when a blocking policy refuses the run; return the warnings to record
-    once the run exists. Call inside the transaction that creates the run: the policy rows stay
-    locked until it commits, so two starts at once cannot both take a rate limit's last run."""
+    once the run exists. Call inside the transaction that creates the run: the limits stay
+    locked (lock_scopes) until it commits, so two starts at once cannot both take a rate limit's last run."""
     policies = policies_for(workflow.project_id, ADMISSION_KINDS)
     if not policies:
         return []
-    list(Policy.objects.select_for_update().filter(pk__in=[p.pk for p in policies]).order_by("pk"))
+    lock_scopes(policies, project_id=workflow.project_id)
     warnings = []
     for policy in policies:
         refusal = _refusal(policy, workflow, api_key)
@@ -195,12 +196,12 @@ def _full_policies(run: Run, policies: list[Policy]) -> list[tuple[Policy, str]]
 def may_take_slot(run: Run) -> bool:
     """Whether a queued run may start now under every concurrency limit over it. A run that may
     not is held (``waiting_on``) and tried again when a run in its project ends. Call inside the
-    advance's transaction: the policy rows stay locked until it commits, so two advances cannot
+    advance's transaction: the limits stay locked (lock_scopes) until it commits, so two advances cannot
     both give the last slot away."""
     policies = policies_for(run.project_id, [PolicyKind.CONCURRENCY])
     if not policies:
         return _clear_hold(run)
-    list(Policy.objects.select_for_update().filter(pk__in=[p.pk for p in policies]).order_by("pk"))
+    lock_scopes(policies, project_id=run.project_id)
     full = _full_policies(run, policies)
     blocking = next(((p, reason) for p, reason in full if p.action == PolicyAction.BLOCK), None)
     if blocking is None:
@@ -230,10 +231,10 @@ def held_runs(project_id, limit: int = 200) -> list:
     this moment has seen the ending run still active; without the lock its hold could commit just
     after this list was read, and it would wait for the next run to end (or the reaper) while its
     slot stood free. With it, the hold is committed and listed here, or waits and sees the end."""
-    policies = [policy.pk for policy in policies_for(project_id, [PolicyKind.CONCURRENCY])]
+    policies = policies_for(project_id, [PolicyKind.CONCURRENCY])
     if not policies:
         return []  # no limit to wait on: runs a deleted or disabled limit held are nudged by the reaper
-    list(Policy.objects.select_for_update().filter(pk__in=policies).order_by("pk"))
+    lock_scopes(policies, project_id=project_id)
     return list(
         Run.objects.filter(project_id=project_id, status=RunStatus.QUEUED, waiting_on__isnull=False)
         .order_by("-priority", "queued_at", "pk")

@@ -413,14 +413,27 @@ def test_spend_settle_without_a_reservation_writes_a_settled_entry(run):
 # ------------------------------------------------------------------------------
 # The race, on PostgreSQL
 # ------------------------------------------------------------------------------
+def _global_budget(project):
+    return PolicyFactory(project=None, kind=PolicyKind.BUDGET, config={"amount_usd": 1, "window": "day"})
+
+
+def _run_ceiling(project):
+    return PolicyFactory(project=project, kind=PolicyKind.RUN_CEILING, config={"max_usd": 1})
+
+
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_reservations_never_take_more_than_the_budget(team):
+@pytest.mark.parametrize(
+    "limit",
+    [lambda project: budget(project, "1.00"), _global_budget, _run_ceiling],
+    ids=["project budget (policy row lock)", "global budget (project row lock)", "run ceiling (run row lock)"],
+)
+def test_concurrent_reservations_never_take_more_than_the_limit(team, limit):
     if connection.vendor != "postgresql":
         # SQLite's IMMEDIATE transactions run the reservations one after the other: no race.
         pytest.skip("needs concurrent writers (PostgreSQL)")
     catalog = make_catalog(team.project)
     run = bare_run(make_workflow(catalog.project))
-    budget(run.project, "1.00")
+    limit(run.project)
     callers, barrier = 30, threading.Barrier(30)
     outcomes: list[str] = []
 
