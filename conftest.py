@@ -53,3 +53,13 @@ def engine_inline(transactional_db):
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def engine(engine_inline):
+    """engine_inline, with task errors raised in the test rather than swallowed by eager mode."""
+    from sparkops.celery import app
+
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_eager_propagates = False

@@ -51,16 +51,6 @@ BLOCK, WARN, ASK = PolicyAction.BLOCK, PolicyAction.WARN, PolicyAction.REQUIRE_A
 # Fixtures and helpers
 # ------------------------------------------------------------------------------
 @pytest.fixture
-def engine(engine_inline):
-    """engine_inline, with task errors raised in the test rather than swallowed by eager mode."""
-    from sparkops.celery import app
-
-    app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_eager_propagates = False
-
-
-@pytest.fixture
 def project(engine, team):
     """The team's project with the echo price, a read-only calc tool and two echo agents."""
     echo_price()

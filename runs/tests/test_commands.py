@@ -13,15 +13,6 @@ from .factories import EXPR_SCHEMA, agent_step, make_catalog, make_workflow, too
 
 
 @pytest.fixture
-def engine(engine_inline):
-    from sparkops.celery import app
-
-    app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_eager_propagates = False
-
-
-@pytest.fixture
 def workflow(team):
     make_catalog(team.project)
     return make_workflow(

@@ -50,16 +50,6 @@ def echo_cost(input_tokens: int, output_tokens: int) -> Decimal:
 
 
 @pytest.fixture
-def engine(engine_inline):
-    """engine_inline, with task errors raised in the test rather than swallowed by eager mode."""
-    from sparkops.celery import app
-
-    app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_eager_propagates = False
-
-
-@pytest.fixture
 def catalog(team):
     return make_catalog(team.project)
 

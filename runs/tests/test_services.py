@@ -32,15 +32,6 @@ from .factories import (
 
 
 @pytest.fixture
-def engine(engine_inline):
-    from sparkops.celery import app
-
-    app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_eager_propagates = False
-
-
-@pytest.fixture
 def catalog(team):
     return make_catalog(team.project)
 
