@@ -1,9 +1,11 @@
 """Run-level policies: may a run start now (rate limits, exhausted budgets), and may a queued run
 take a slot (concurrency limits). Call-level policies live in runs.engine.steps."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -46,6 +48,20 @@ def admit(*, workflow, api_key=None) -> list[AdmissionWarning]:
         if policy.action == PolicyAction.WARN:
             warnings.append(AdmissionWarning(policy, refusal.reason))
     return warnings
+
+
+def admitted(*, workflow, api_key, create: Callable[[], Run]) -> Run:
+    """Ask the run-level policies and write the run (``create``) in one transaction, with the
+    warnings recorded on it. A refusal rolls the run back, then is recorded and raised."""
+    try:
+        with transaction.atomic():
+            warnings = admit(workflow=workflow, api_key=api_key)
+            run = create()
+            record_warnings(run, warnings)
+    except PolicyRefused as refusal:
+        record_refusal(workflow.project_id, refusal)
+        raise
+    return run
 
 
 def _refusal(policy: Policy, workflow, api_key) -> PolicyRefused | None:

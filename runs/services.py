@@ -9,7 +9,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from policies.exceptions import PolicyRefused
 from sparkops.roles import Role
 from workflows import dag
 from workflows import services as workflow_services
@@ -70,15 +69,13 @@ def run_start(
         raise ValidationError({"inputs": problems})
     fields = {"title": title, "priority": priority, "task_agent": task_agent, "api_key": api_key}
     try:
-        with transaction.atomic():
-            warnings = admission.admit(workflow=workflow, api_key=api_key)
-            run = _create(workflow, version, inputs, user, trigger, idempotency_key, **fields)
-            admission.record_warnings(run, warnings)
+        run = admission.admitted(
+            workflow=workflow,
+            api_key=api_key,
+            create=lambda: _create(workflow, version, inputs, user, trigger, idempotency_key, **fields),
+        )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
         return Run.objects.get(project_id=workflow.project_id, idempotency_key=idempotency_key), False
-    except PolicyRefused as refusal:
-        admission.record_refusal(workflow.project_id, refusal)
-        raise
     return run, True
 
 
@@ -148,15 +145,9 @@ def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None,
     # nothing would mark its untaken branch, and the planner would start it once the condition
     # (reused, succeeded) is all it waits for.
     reusable = {step.key: step for step in run.steps.filter(status__in=[StepStatus.SUCCEEDED, StepStatus.SKIPPED])}
-    try:
-        with transaction.atomic():
-            warnings = admission.admit(workflow=run.workflow, api_key=api_key)
-            retry = _create_retry(run, user, inputs, reusable, api_key)
-            admission.record_warnings(retry, warnings)
-    except PolicyRefused as refusal:
-        admission.record_refusal(run.project_id, refusal)
-        raise
-    return retry
+    return admission.admitted(
+        workflow=run.workflow, api_key=api_key, create=lambda: _create_retry(run, user, inputs, reusable, api_key)
+    )
 
 
 def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], api_key) -> Run:
