@@ -16,7 +16,7 @@ from jinja2 import TemplateError
 
 from agents import providers, tools
 from agents import services as agent_services
-from agents.models import Agent, Tool
+from agents.models import Agent, ModelPrice, Tool
 from agents.providers.base import CompletionRequest, Credential, Message, ToolSpec
 from agents.selectors import cost_of_call, price_in_force
 from policies import services as policy_services
@@ -27,6 +27,8 @@ from workflows import dag, templating
 from ..choices import EventType, RunStatus
 from ..models import Run, RunStep
 from .transitions import emit_many
+
+UNREAD = object()  # record_llm_call: the call's price was not read yet
 
 
 class StepFailed(Exception):
@@ -135,13 +137,21 @@ def record_llm_call(
     final: bool = False,
     call: policy_services.Call | None = None,
     entry_id: int | None = None,
+    price: ModelPrice | None | object = UNREAD,
 ) -> None:
     """Add one call's tokens and cost to the step, the run and the spend ledger for good: a step
     that fails or is cancelled later has still spent them. A step's final call is written with the
-    step's outcome, in the same transaction, instead of in one of its own."""
-    cost, price = cost_of_call(
-        provider=agent.provider, model=agent.model, input_tokens=result.input_tokens, output_tokens=result.output_tokens
-    )
+    step's outcome, in the same transaction, instead of in one of its own. ``price``: the row in
+    force when the call started, when its estimate already read it (None: unpriced)."""
+    if price is UNREAD:
+        cost, price = cost_of_call(
+            provider=agent.provider,
+            model=agent.model,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+        )
+    else:
+        cost = price.cost(result.input_tokens, result.output_tokens) if price else None
     ctx.spend.append(
         {
             "call": call or _call_facts(ctx, agent=agent),
@@ -215,9 +225,10 @@ def _call_facts(ctx: StepContext, **fields) -> policy_services.Call:
     )
 
 
-def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | None, int]:
+def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | None, int, ModelPrice | None]:
     """The most a call can cost: every byte of the prompt a token (no tokenizer makes more), and
-    the agent's max_tokens (or the provider default) of output. None when the model is unpriced."""
+    the agent's max_tokens (or the provider default) of output; with the price it used. The cost
+    is None when the model is unpriced."""
     text = request.system_prompt + json.dumps(
         [[m.content, [c.arguments for c in m.tool_calls or []]] for m in request.messages], default=str
     )
@@ -226,7 +237,7 @@ def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | N
     output_tokens = int(request.parameters.get("max_tokens") or settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS)
     price = price_in_force(provider=agent.provider, model=agent.model)
     cost = price.cost(input_tokens, output_tokens) if price else None
-    return cost, input_tokens + output_tokens
+    return cost, input_tokens + output_tokens, price
 
 
 def call_policies(ctx: StepContext) -> list:
@@ -334,7 +345,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
             credential=credential,
             timeout=ctx.remaining(),
         )
-        estimate, tokens = estimate_call(agent, request) if call_policies(ctx) else (None, 0)
+        estimate, tokens, price = estimate_call(agent, request) if call_policies(ctx) else (None, 0, UNREAD)
         call = _call_facts(ctx, agent=agent, estimate_usd=estimate, estimate_tokens=tokens)
         verdict = ask_policies(ctx, call)
         try:
@@ -351,6 +362,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
             final=not result.tool_calls,
             call=call,
             entry_id=verdict.entry_id,
+            price=price,
         )
         ctx.check_cancel()  # a call that returned after the cancel request is counted, not used
         if not result.tool_calls:
