@@ -137,7 +137,7 @@ def record_llm_call(
     final: bool = False,
     call: policy_services.Call | None = None,
     entry_id: int | None = None,
-    price: ModelPrice | None | object = UNREAD,
+    price: ModelPrice | object | None = UNREAD,
 ) -> None:
     """Add one call's tokens and cost to the step, the run and the spend ledger for good: a step
     that fails or is cancelled later has still spent them. A step's final call is written with the
