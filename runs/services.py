@@ -172,11 +172,19 @@ def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], ap
     return retry
 
 
+#: Nobody below this decides an approval, whatever a gate or policy names: viewers only read,
+#: and versions published before gates were refused a viewer role may still name one.
+MIN_APPROVER_ROLE = Role.DEVELOPER
+
+
 def approver_role(run: Run, key: str, step: RunStep | None = None) -> str:
-    """The role an approval gate names, or the one the policy that parked a step asks for."""
+    """The role an approval gate names, or the one the policy that parked a step asks for,
+    raised to MIN_APPROVER_ROLE."""
     if step is not None and step.hold:
-        return step.hold.get("role") or Role.ADMIN
-    return spec_of(run.workflow_version.definition, key).get("role", dag.DEFAULT_APPROVER_ROLE)
+        named = step.hold.get("role") or Role.ADMIN
+    else:
+        named = spec_of(run.workflow_version.definition, key).get("role", dag.DEFAULT_APPROVER_ROLE)
+    return named if Role.at_least(named, MIN_APPROVER_ROLE) else MIN_APPROVER_ROLE
 
 
 @transaction.atomic

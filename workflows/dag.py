@@ -35,8 +35,10 @@ from . import templating
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 KINDS = ("agent", "tool", "approval", "condition")
 OPS = ("==", "!=", "<", "<=", ">", ">=", "contains", "in")
-# The project roles (sparkops.roles.Role, which this module may not import): who may decide.
-APPROVER_ROLES = ("owner", "admin", "developer", "viewer")
+# The project roles (sparkops.roles.Role, which this module may not import) a gate may name.
+# Not viewer: developers write workflows and start runs, so a gate is there to stop them or
+# their programs; a gate a viewer could open would let a read-only member make a run go on.
+APPROVER_ROLES = ("owner", "admin", "developer")
 DEFAULT_APPROVER_ROLE = "admin"
 # Far above any workflow a person writes as JSON; keeps validation (quadratic at worst) cheap.
 MAX_STEPS = 200
@@ -256,7 +258,11 @@ class _StepChecker:
         if not isinstance(step.get("message", ""), str):
             self.add(label, "message: must be a template string.")
         if step.get("role", DEFAULT_APPROVER_ROLE) not in APPROVER_ROLES:
-            self.add(label, f"role: must be one of {', '.join(APPROVER_ROLES)}.")
+            self.add(
+                label,
+                f"role: must be one of {', '.join(APPROVER_ROLES)}; "
+                "a gate cannot name a role below the developers who edit the workflow.",
+            )
 
     def _check_condition(self, label: str, step: dict) -> None:
         if "left" in step and not isinstance(step["left"], str):

@@ -16,6 +16,7 @@ from runs.choices import EventType, RunStatus, StepStatus
 from runs.engine import core
 from runs.models import Approval, Run, RunEvent, RunStep
 from sparkops.roles import Role
+from workflows.models import WorkflowVersion
 
 from .factories import (
     EXPR_SCHEMA,
@@ -423,6 +424,22 @@ def test_a_rejection_fails_the_step_and_the_run(gated, team):
     assert step_of(run, "b").status == StepStatus.CANCELLED
     assert llm_calls(run, "b") == 0
     assert_gapless(gated)
+
+
+def test_a_gate_saved_naming_viewers_before_they_were_refused_needs_a_developer(engine, team, catalog):
+    workflow = make_workflow(team.project, approval_step("gate", role=Role.DEVELOPER))
+    version = workflow.versions.get()
+    # What a version published before the rule holds: a gate a viewer could open.
+    WorkflowVersion.objects.filter(pk=version.pk).update(definition={"steps": [approval_step("gate", role="viewer")]})
+    run = start(workflow)
+
+    refused = team.client(Role.VIEWER).post(decide_url(run, "gate", "approve"))
+
+    assert refused.status_code == 403
+    assert "developer" in refused.json()["message"]
+    assert not Approval.objects.exists()
+    assert team.client(Role.DEVELOPER).post(decide_url(run, "gate", "approve")).status_code == 200
+    assert reload(run).status == RunStatus.SUCCEEDED
 
 
 @pytest.mark.parametrize("second", ["approve", "reject"])

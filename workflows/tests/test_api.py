@@ -552,3 +552,45 @@ def test_every_workflow_endpoint_is_in_the_openapi_schema(team):
     assert versions["content"]["application/json"]["schema"]["$ref"].endswith("PaginatedWorkflowVersionList")
     diff_params = {p["name"] for p in paths["/api/v1/workflows/{id}/diff/"]["get"]["parameters"]}
     assert {"from", "to"} <= diff_params
+
+
+# ------------------------------------------------------------------------------
+# Approval gates name a role from developer up
+# ------------------------------------------------------------------------------
+VIEWER_GATE = {"key": "gate", "kind": "approval", "role": "viewer", "depends_on": ["summarize"]}
+GATE_ERRORS = {
+    "definition": {
+        "steps": {
+            "gate": [
+                "role: must be one of owner, admin, developer; "
+                "a gate cannot name a role below the developers who edit the workflow."
+            ]
+        }
+    }
+}
+
+
+def test_creating_a_workflow_with_a_gate_a_viewer_could_open_is_refused_on_the_step(team):
+    body = payload(team.project, definition=definition(*definition()["steps"], VIEWER_GATE))
+    assert assert_error(team.client("developer").post(LIST_URL, body), 400)["errors"] == GATE_ERRORS
+    assert not Workflow.objects.exists()
+
+
+def test_patching_in_a_gate_a_viewer_could_open_is_refused_and_adds_no_version(team, workflow):
+    before = state(workflow)
+    new = definition(*definition()["steps"], VIEWER_GATE)
+    response = team.client("owner").patch(detail_url(workflow), {"definition": new})
+    assert assert_error(response, 400)["errors"] == GATE_ERRORS
+    assert state(workflow) == before
+
+
+def test_validate_flags_a_gate_a_viewer_could_open(team):
+    gated = definition(*definition()["steps"], VIEWER_GATE)
+    body = {"project": str(team.project.pk), "definition": gated, "input_schema": INPUT_SCHEMA}
+    assert assert_error(team.client("developer").post(VALIDATE_URL, body), 400)["errors"] == GATE_ERRORS
+
+
+def test_a_gate_may_name_the_developer_role(team):
+    gate = VIEWER_GATE | {"role": "developer"}
+    body = payload(team.project, definition=definition(*definition()["steps"], gate))
+    assert team.client("developer").post(LIST_URL, body).status_code == 201

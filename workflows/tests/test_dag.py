@@ -10,6 +10,10 @@ from workflows import dag
 from workflows.tests.factories import INPUT_SCHEMA, agent_step, definition, tool_step
 
 CATALOG = {"agents": {"writer": True, "retired": False}, "tools": {"search": True, "legacy": False}}
+ROLE_MESSAGE = (
+    "role: must be one of owner, admin, developer; "
+    "a gate cannot name a role below the developers who edit the workflow."
+)
 
 
 def errors_of(value, input_schema=INPUT_SCHEMA, catalog=CATALOG) -> dict:
@@ -139,9 +143,7 @@ def test_the_longest_key_is_64_characters():
 
 def test_it_rejects_duplicate_keys_naming_the_later_step_by_position():
     errors = step_errors(approval("gate"), tool_step("fetch"), approval("gate", role="chief"))
-    assert errors == {
-        "#2": ["key: 'gate' is already the key of step #0.", "role: must be one of owner, admin, developer, viewer."]
-    }
+    assert errors == {"#2": ["key: 'gate' is already the key of step #0.", ROLE_MESSAGE]}
 
 
 @pytest.mark.parametrize("kind", [None, "", "script", "Agent", 1])
@@ -251,7 +253,7 @@ def test_an_empty_catalog_knows_no_agent_or_tool():
             'input: must be an object, e.g. {"query": "{{ inputs.topic }}"}.',
         ),
         (approval("a", message=5), "message: must be a template string."),
-        (approval("a", role="root"), "role: must be one of owner, admin, developer, viewer."),
+        (approval("a", role="root"), ROLE_MESSAGE),
         (condition("a", left=1, then=["b"]), "left: must be a template string."),
         (condition("a", op="=~", then=["b"]), "op: must be one of ==, !=, <, <=, >, >=, contains, in."),
     ],
@@ -505,11 +507,16 @@ def test_flat_messages_puts_one_line_per_message_with_its_path():
     assert dag.flat_messages(errors) == ["definition > steps > a: x.", "definition > steps > a: y.", "input_schema: z."]
 
 
-def test_the_approver_roles_are_the_project_roles():
+def test_the_approver_roles_are_the_project_roles_from_developer_up():
     from sparkops.roles import Role
 
-    assert set(dag.APPROVER_ROLES) == set(Role.values)
+    assert set(dag.APPROVER_ROLES) == {role for role in Role.values if Role.at_least(role, Role.DEVELOPER)}
     assert dag.DEFAULT_APPROVER_ROLE == Role.ADMIN
+
+
+def test_a_gate_cannot_name_the_viewer_role():
+    """Viewers only read: a gate they could open would let them move a developer's run on."""
+    assert step_errors(approval("a", role="viewer")) == {"a": [ROLE_MESSAGE]}
 
 
 def test_dag_imports_no_django():
