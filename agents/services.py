@@ -8,8 +8,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from sparkops.lib.errors import Refused
+
 from . import providers, tools
-from .choices import HealthStatus
+from .choices import HealthStatus, RiskClass
 from .models import Agent, ProviderCredential, Tool
 
 # name -> (type, minimum, maximum); None bounds are open.
@@ -141,7 +143,11 @@ def tool_errors(tool: Tool) -> dict[str, list[str]]:
     return errors
 
 
-def tool_save(*, tool: Tool) -> Tool:
+def tool_save(*, tool: Tool, may_label: bool = True) -> Tool:
+    """Create or update a tool. ``may_label`` False (a member below admin) keeps the tool's labels
+    as an admin set them: see tool_label_errors."""
+    if not may_label:
+        _guard_labels(tool)
     # A builtin knows its own input schema; fill it in when none is given.
     builtin = tools.get("builtin")
     config = tool.config if isinstance(tool.config, dict) else {}  # a list or string is reported below
@@ -153,6 +159,50 @@ def tool_save(*, tool: Tool) -> Tool:
     tool.full_clean()
     tool.save()
     return tool
+
+
+# ------------------------------------------------------------------------------
+# Tool labels: what approval and allow-list policies key on
+# ------------------------------------------------------------------------------
+#: What a tool is until an admin classes it: the riskiest class, so every risk-class approval rule
+#: covers a tool a developer made, or pointed somewhere else.
+UNCLASSED_RISK = RiskClass.SPENDS_MONEY
+#: What a tool does; changing any of them makes the class an admin gave it stale.
+BEHAVIOUR_FIELDS = ("kind", "config", "credential_id")
+_RISK_ORDER = list(RiskClass.values)
+
+
+class LabelRefused(Refused):
+    """A member below admin changed a label of a tool that only admins and owners change."""
+
+    status_code = 403
+    code = "permission_denied"
+
+
+def tool_label_errors(*, tool: Tool, stored: Tool | None) -> dict[str, list[str]]:
+    """Approval and allow-list policies (an admin's) name tools by slug and act on their risk class
+    and approval flag. Below admin a member may make a tool stricter, never looser: no rename, no
+    lower risk class (a new tool starts unclassed), no turning the approval flag off."""
+    errors = {}
+    if stored is not None and tool.slug != stored.slug:
+        errors["slug"] = ["Only admins and owners rename a tool: policies name tools by slug."]
+    floor = stored.risk_class if stored is not None else UNCLASSED_RISK
+    if _RISK_ORDER.index(tool.risk_class) < _RISK_ORDER.index(floor):
+        errors["risk_class"] = [
+            f"Only admins and owners lower a tool's risk class (approval policies act on it); "
+            f"yours may be {floor} or above."
+        ]
+    if stored is not None and stored.requires_approval and not tool.requires_approval:
+        errors["requires_approval"] = ["Only admins and owners turn a tool's approval off."]
+    return errors
+
+
+def _guard_labels(tool: Tool) -> None:
+    stored = None if tool._state.adding else Tool.objects.filter(pk=tool.pk).first()
+    if errors := tool_label_errors(tool=tool, stored=stored):
+        raise LabelRefused(f"Only admins and owners may change: {', '.join(errors)}.", errors=errors)
+    if stored is not None and any(getattr(tool, f) != getattr(stored, f) for f in BEHAVIOUR_FIELDS):
+        tool.risk_class = UNCLASSED_RISK  # the class was an admin's statement about what it did
 
 
 def tool_input_errors(*, tool: Tool, arguments: Any) -> list[str]:

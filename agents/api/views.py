@@ -106,10 +106,14 @@ class CredentialViewSet(ProjectScopedViewSet):
 
 @extend_schema_view(
     list=extend_schema(summary="List tools"),
-    create=extend_schema(summary="Create a tool (developer)"),
+    create=extend_schema(summary="Create a tool (developer; below admin it starts unclassed: spends_money)"),
     retrieve=extend_schema(summary="Get a tool"),
-    partial_update=extend_schema(summary="Update a tool (developer)"),
-    update=extend_schema(summary="Replace a tool (developer)"),
+    partial_update=extend_schema(
+        summary="Update a tool (developer; only admins rename it, lower its risk class or turn its approval off)"
+    ),
+    update=extend_schema(
+        summary="Replace a tool (developer; only admins rename it, lower its risk class or turn its approval off)"
+    ),
     destroy=extend_schema(summary="Delete a tool (developer)"),
 )
 class ToolViewSet(ProjectScopedViewSet):
@@ -123,13 +127,17 @@ class ToolViewSet(ProjectScopedViewSet):
 
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        self.check_project_role(data["project"].pk)
-        serializer.instance = services.tool_save(tool=Tool(**data))
+        role = self.check_project_role(data["project"].pk)
+        may_label = Role.at_least(role, Role.ADMIN)
+        if not may_label:
+            data.setdefault("risk_class", services.UNCLASSED_RISK)  # until an admin classes it
+        serializer.instance = services.tool_save(tool=Tool(**data), may_label=may_label)
 
     def perform_update(self, serializer) -> None:
         data = dict(serializer.validated_data)
         data.pop("project", None)
-        services.tool_save(tool=assign(serializer.instance, data))
+        may_label = Role.at_least(self.caller_role(serializer.instance.project_id), Role.ADMIN)
+        services.tool_save(tool=assign(serializer.instance, data), may_label=may_label)
 
     @extend_schema(
         summary="Run the tool once with the given input (developer)",

@@ -2,10 +2,11 @@
 
 import pytest
 
+from accounts.tests.factories import ApiKeyFactory
 from agents.models import Tool
 from agents.tools.builtin import BUILTINS
 from sparkops.roles import Role
-from sparkops.testing import ROLES
+from sparkops.testing import ROLES, client_for
 
 from .factories import CredentialFactory, HttpToolFactory, ToolFactory
 from .provider_server import ProviderServer
@@ -117,6 +118,98 @@ def test_test_running_a_tool_needs_the_developer_role(team, tool, role, allowed)
         assert response.json()["ok"] is True
     else:
         assert_error(response, 403)
+
+
+# ------------------------------------------------------------------------------
+# Labels policies key on (slug, risk class, approval flag) are an admin's
+# ------------------------------------------------------------------------------
+LABELLERS = [(Role.OWNER, True), (Role.ADMIN, True), (Role.DEVELOPER, False)]
+
+
+def labels(tool) -> tuple:
+    return Tool.objects.values_list("slug", "risk_class", "requires_approval").get(pk=tool.pk)
+
+
+@pytest.fixture
+def guarded(team):
+    """A tool an admin classed write and flagged: every call waits for approval."""
+    return ToolFactory(project=team.project, slug="deploy", risk_class="write", requires_approval=True)
+
+
+@pytest.mark.parametrize(("role", "allowed"), LABELLERS)
+def test_only_admins_lower_a_tools_risk_class_or_turn_its_approval_off(team, guarded, role, allowed):
+    response = team.client(role).patch(detail_url(guarded), {"risk_class": "read", "requires_approval": False})
+    if allowed:
+        assert response.status_code == 200, response.json()
+        assert labels(guarded) == ("deploy", "read", False)
+    else:
+        body = assert_error(response, 403)
+        assert body["code"] == "permission_denied"
+        assert body["errors"] == {
+            "risk_class": [
+                "Only admins and owners lower a tool's risk class (approval policies act on it); "
+                "yours may be write or above."
+            ],
+            "requires_approval": ["Only admins and owners turn a tool's approval off."],
+        }
+        assert labels(guarded) == ("deploy", "write", True)
+
+
+@pytest.mark.parametrize(("role", "allowed"), LABELLERS)
+def test_only_admins_rename_a_tool(team, guarded, role, allowed):
+    response = team.client(role).patch(detail_url(guarded), {"slug": "harmless"})
+    if allowed:
+        assert response.status_code == 200, response.json()
+        assert labels(guarded)[0] == "harmless"
+    else:
+        body = assert_error(response, 403)
+        assert body["errors"] == {"slug": ["Only admins and owners rename a tool: policies name tools by slug."]}
+        assert labels(guarded)[0] == "deploy"
+
+
+def test_a_developer_may_make_a_tool_stricter_and_resend_its_labels_unchanged(team, guarded):
+    client = team.client("developer")
+    current = client.get(detail_url(guarded)).json()
+    assert client.put(detail_url(guarded), current | {"name": "Deploy!"}).status_code == 200
+    assert client.patch(detail_url(guarded), {"risk_class": "destructive"}).status_code == 200
+    assert labels(guarded) == ("deploy", "destructive", True)
+
+
+def test_a_tool_a_developer_creates_starts_unclassed_until_an_admin_classes_it(team):
+    assert create(team.client("developer"), team.project).json()["risk_class"] == "spends_money"
+    tool = Tool.objects.get()
+    assert team.client("developer").patch(detail_url(tool), {"risk_class": "read"}).status_code == 403
+    assert team.client("admin").patch(detail_url(tool), {"risk_class": "read"}).status_code == 200
+    assert labels(tool)[1] == "read"
+
+
+@pytest.mark.parametrize(("role", "allowed"), LABELLERS)
+def test_only_admins_create_a_tool_classed_below_unclassed(team, role, allowed):
+    response = create(team.client(role), team.project, risk_class="read")
+    if allowed:
+        assert response.status_code == 201, response.json()
+        assert Tool.objects.get().risk_class == "read"
+    else:
+        assert list(assert_error(response, 403)["errors"]) == ["risk_class"]
+        assert not Tool.objects.exists()
+
+
+@pytest.mark.parametrize(("role", "kept"), LABELLERS)
+def test_a_developer_changing_what_a_tool_does_makes_it_unclassed_again(team, role, kept):
+    tool = HttpToolFactory(project=team.project, slug="lookup", risk_class="read")
+    elsewhere = {"method": "POST", "url": "https://api.example.com/deploy", "timeout": 5}
+
+    response = team.client(role).patch(detail_url(tool), {"config": elsewhere})
+
+    assert response.status_code == 200, response.json()
+    assert labels(tool)[1] == ("read" if kept else "spends_money")
+
+
+def test_a_developer_api_key_is_held_to_the_developer_rule(team, guarded):
+    key = ApiKeyFactory(project=team.project, created_by=team.members[Role.OWNER], role=Role.DEVELOPER)
+    response = client_for(api_key=key.raw).patch(detail_url(guarded), {"requires_approval": False})
+    assert_error(response, 403)
+    assert labels(guarded)[2] is True
 
 
 def test_a_credential_of_a_project_the_caller_is_not_in_does_not_exist(team):

@@ -876,6 +876,20 @@ def test_approval_rule_parks_a_covered_tool_for_the_role_it_names(team, project,
     assert_approved_and_finished(team, run, "t", rule, who=Role.OWNER)
 
 
+def test_a_tool_a_developer_makes_through_the_api_cannot_slip_under_an_admins_approval_rule(team, project):
+    rule = risky(project, risk_class="write")
+    body = {"project": str(project.pk), "name": "Sum", "slug": "sum", "kind": "builtin"}
+    made = team.client(Role.DEVELOPER).post("/api/v1/tools", body | {"config": {"function": "arithmetic"}})
+    assert made.status_code == 201, made.json()
+    relabel = team.client(Role.DEVELOPER).patch(f"/api/v1/tools/{made.json()['id']}", {"risk_class": "read"})
+    assert relabel.status_code == 403
+
+    run = start(tool_workflow(project, tool_slug="sum"), inputs={})
+
+    assert_parked(team, run, "t", rule, "Tool 'sum' is spends_money; 'Risky' covers write and above.")
+    assert events(run, EventType.TOOL_CALL) == []
+
+
 def test_approval_rule_rejected_fails_the_run(team, project, wipe):
     risky(project)
     run = start(tool_workflow(project, tool_slug="wipe"), inputs={})
