@@ -89,7 +89,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             request, f"The new key is {raw} — copy it now; it will not be shown again.", level=messages.WARNING
         )
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         for key in queryset:
             services.api_key_revoke(key=key)

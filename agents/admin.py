@@ -92,7 +92,7 @@ class AgentAdmin(admin.ModelAdmin):
     ]
     actions = ["health_check"]
 
-    @admin.action(description="Run a health check")
+    @admin.action(description="Run a health check", permissions=["change"])
     def health_check(self, request, queryset):
         for agent in queryset.select_related("credential"):
             services.agent_health_check(agent=agent)

@@ -77,7 +77,12 @@ class RunAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
-    @admin.action(description="Cancel selected runs")
+    def has_operate_permission(self, request) -> bool:
+        # Runs are read-only in forms, but cancel and retry change them: staff who may only
+        # view runs must not be offered (nor able to post) these actions.
+        return request.user.has_perm("runs.change_run")
+
+    @admin.action(description="Cancel selected runs", permissions=["operate"])
     def cancel(self, request, queryset):
         done = 0
         for run in queryset:
@@ -88,7 +93,7 @@ class RunAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{run.pk}: {exc}", level=messages.WARNING)
         self.message_user(request, f"Cancelling {done} run(s).")
 
-    @admin.action(description="Retry selected runs from their failed steps")
+    @admin.action(description="Retry selected runs from their failed steps", permissions=["operate"])
     def retry(self, request, queryset):
         for run in queryset:
             try:
@@ -114,6 +119,9 @@ class RunStepAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_decide_permission(self, request) -> bool:
+        return request.user.has_perm("runs.change_runstep")  # as for runs: viewing is not deciding
+
     def _decide(self, request, queryset, decision: str) -> None:
         # Staff act as owners here: the admin is the operators' console.
         for step in queryset.filter(status=StepStatus.WAITING_APPROVAL).select_related("run__workflow_version"):
@@ -123,11 +131,11 @@ class RunStepAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{step}: {exc}", level=messages.WARNING)
         self.message_user(request, f"Recorded {decision} where a decision was awaited.")
 
-    @admin.action(description="Approve selected steps")
+    @admin.action(description="Approve selected steps", permissions=["decide"])
     def approve(self, request, queryset):
         self._decide(request, queryset, Decision.APPROVED)
 
-    @admin.action(description="Reject selected steps")
+    @admin.action(description="Reject selected steps", permissions=["decide"])
     def reject(self, request, queryset):
         self._decide(request, queryset, Decision.REJECTED)
 
@@ -217,15 +225,15 @@ class ScheduleAdmin(admin.ModelAdmin):
         for schedule in queryset:
             schedules.schedule_delete(schedule=schedule)
 
-    @admin.action(description="Enable selected schedules")
+    @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable(self, request, queryset):
         self.message_user(request, f"Enabled {schedules.schedules_set_enabled(queryset=queryset, enabled=True)}.")
 
-    @admin.action(description="Disable selected schedules")
+    @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable(self, request, queryset):
         self.message_user(request, f"Disabled {schedules.schedules_set_enabled(queryset=queryset, enabled=False)}.")
 
-    @admin.action(description="Run selected schedules now")
+    @admin.action(description="Run selected schedules now", permissions=["change"])
     def run_now(self, request, queryset):
         for schedule in queryset.select_related("workflow"):
             fire = schedules.trigger(schedule=schedule)

@@ -343,3 +343,107 @@ def test_a_developer_key_gets_what_a_developer_gets(team):
     demoted = ApiKeyFactory(project=team.project, created_by=team.members[DEVELOPER], role=ADMIN)
     response = client_for(api_key=demoted.raw).post("/api/v1/policies", policy_body(team), format="json")
     assert response.status_code == 403
+
+
+def test_an_owner_key_may_delete_the_project(team):
+    key = ApiKeyFactory(project=team.project, created_by=team.members[OWNER], role=OWNER)
+    assert client_for(api_key=key.raw).delete(f"/api/v1/projects/{team.project.pk}").status_code == 204
+
+
+# ------------------------------------------------------------------------------
+# Django admin actions: staff act across projects, by model permission (README "Operators")
+# ------------------------------------------------------------------------------
+#: (app_label.model, action) -> the permission a staff user needs for it.
+ADMIN_ACTIONS = {
+    ("accounts.apikey", "delete_selected"): "accounts.delete_apikey",
+    ("accounts.apikey", "revoke"): "accounts.change_apikey",
+    ("accounts.user", "delete_selected"): "accounts.delete_user",
+    ("agents.agent", "delete_selected"): "agents.delete_agent",
+    ("agents.agent", "health_check"): "agents.change_agent",
+    ("agents.modelprice", "delete_selected"): "agents.delete_modelprice",
+    ("agents.providercredential", "delete_selected"): "agents.delete_providercredential",
+    ("agents.tool", "delete_selected"): "agents.delete_tool",
+    ("policies.policy", "delete_selected"): "policies.delete_policy",
+    ("projects.membership", "delete_selected"): "projects.delete_membership",
+    ("projects.project", "delete_selected"): "projects.delete_project",
+    ("runs.approval", "delete_selected"): "runs.delete_approval",
+    ("runs.run", "cancel"): "runs.change_run",
+    ("runs.run", "delete_selected"): "runs.delete_run",
+    ("runs.run", "retry"): "runs.change_run",
+    ("runs.runstep", "approve"): "runs.change_runstep",
+    ("runs.runstep", "delete_selected"): "runs.delete_runstep",
+    ("runs.runstep", "reject"): "runs.change_runstep",
+    ("runs.schedule", "delete_selected"): "runs.delete_schedule",
+    ("runs.schedule", "disable"): "runs.change_schedule",
+    ("runs.schedule", "enable"): "runs.change_schedule",
+    ("runs.schedule", "run_now"): "runs.change_schedule",
+    ("workflows.workflow", "delete_selected"): "workflows.delete_workflow",
+    ("workflows.workflowversion", "publish"): "workflows.change_workflowversion",
+}
+
+
+def staff_with(*perms: str):
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(is_staff=True)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return type(user).objects.get(pk=user.pk)  # a fresh instance: permissions are cached per instance
+
+
+#: Our apps; the admins of Django's auth, celery-beat and the token blacklist are theirs.
+OUR_APPS = {"accounts", "projects", "agents", "workflows", "policies", "runs"}
+
+
+def offered_actions(user) -> set[tuple[str, str]]:
+    """The actions the admin offers this user on each of our changelists (and would run on a POST)."""
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/admin/")
+    request.user = user
+    return {
+        (model._meta.label_lower, name)
+        for model, model_admin in admin.site._registry.items()
+        if model._meta.app_label in OUR_APPS and model_admin.has_view_permission(request)
+        for name in model_admin.get_actions(request)
+    }
+
+
+def every_admin_action() -> set[tuple[str, str]]:
+    superuser = UserFactory(is_staff=True, is_superuser=True)
+    return offered_actions(superuser)
+
+
+@pytest.mark.django_db
+def test_every_admin_action_has_a_matrix_entry():
+    actions = every_admin_action()
+    assert actions - set(ADMIN_ACTIONS) == set(), "add these to ADMIN_ACTIONS with the permission they need"
+    assert set(ADMIN_ACTIONS) - actions == set(), "these are no longer offered"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("action", "perm"), sorted(ADMIN_ACTIONS.items()), ids=lambda v: str(v))
+def test_an_admin_action_is_offered_to_staff_with_its_permission_only(action, perm):
+    app_label = action[0].split(".")[0]
+    view = f"{app_label}.view_{action[0].split('.')[1]}"
+    assert action in offered_actions(staff_with(view, perm))
+    assert action not in offered_actions(staff_with(view))  # read-only staff only look
+    member = UserFactory()  # a project owner who is not staff gets no admin at all
+    MembershipFactory(user=member, role=OWNER)
+    assert offered_actions(member) == set()
+
+
+@pytest.mark.django_db
+def test_read_only_staff_posting_an_action_changes_nothing(team):
+    from django.test import Client
+
+    run = run_in(team)
+    client = Client()
+    client.force_login(staff_with("runs.view_run"))
+
+    response = client.post("/admin/runs/run/", {"action": "cancel", "_selected_action": [str(run.pk)]})
+
+    assert response.status_code in (200, 302)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
