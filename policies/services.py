@@ -196,6 +196,25 @@ def _decide(verdict: Verdict, call: Call, hit: Hit, outcome: str) -> None:
     )
 
 
+def tool_test_refusal(*, tool: Any, role: str | None, is_staff: bool) -> str:
+    """Why this caller may not run ``tool`` outside a run (a test run), or "". The call is judged
+    as a step's would be, so a test run is no way around an allow-list or approval rule: a
+    blocking policy refuses everyone, and a call that would wait for approval may be tested only
+    by whoever could approve it. Nothing is recorded: no run asked."""
+    call = Call(project_id=tool.project_id, run_id=None, step_id=0, attempt=0, tool=tool)
+    for hit in _rule_hits(call, policies_for(tool.project_id, (PolicyKind.TOOL_ALLOWLIST, PolicyKind.APPROVAL))):
+        if hit.action == PolicyAction.BLOCK:
+            return f"{hit.reason} Test runs are judged like calls in a run."
+        if hit.action == PolicyAction.REQUIRE_APPROVAL and not _may_approve(hit, role, is_staff):
+            who = "staff" if hit.staff_only else f"the {hit.role} role"
+            return f"{hit.reason} Test-running it needs whoever may approve its calls: {who}."
+    return ""
+
+
+def _may_approve(hit: Hit, role: str | None, is_staff: bool) -> bool:
+    return is_staff if hit.staff_only else Role.at_least(role, hit.role)
+
+
 # ------------------------------------------------------------------------------
 # Budgets and run ceilings: check and reserve at once
 # ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import viewsets
+from rest_framework import exceptions, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -139,6 +139,11 @@ class ToolViewSet(ProjectScopedViewSet):
         may_label = Role.at_least(self.caller_role(serializer.instance.project_id), Role.ADMIN)
         services.tool_save(tool=assign(serializer.instance, data), may_label=may_label)
 
+    def test_refusal(self, tool: Tool) -> str:
+        """Why the caller may not test-run this tool, or "". Policies sit above this app: the
+        tools endpoint registered in the API (policies.api.views.GuardedToolViewSet) asks them."""
+        return ""
+
     @extend_schema(
         summary="Run the tool once with the given input (developer)",
         request=ToolTestRequestSerializer,
@@ -147,6 +152,8 @@ class ToolViewSet(ProjectScopedViewSet):
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
         tool = self.get_object()
+        if reason := self.test_refusal(tool):
+            raise exceptions.PermissionDenied(reason)
         payload = ToolTestRequestSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:

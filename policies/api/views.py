@@ -6,6 +6,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.api.views import ToolViewSet
 from sparkops.api.access import api_key_of, project_roles
 from sparkops.api.viewsets import NO_SUCH_PROJECT, ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
 from sparkops.roles import Role
@@ -17,6 +18,14 @@ from ..models import Policy, PolicyDecision, SpendEntry
 from .serializers import BudgetStatusSerializer, PolicyDecisionSerializer, PolicySerializer, SpendEntrySerializer
 
 GLOBAL_ONLY_STAFF = "Only staff may create or change global policies."
+
+
+class GuardedToolViewSet(ToolViewSet):
+    """/tools, whose test runs answer to the project's allow-lists and approval rules."""
+
+    def test_refusal(self, tool) -> str:
+        role = self.caller_role(tool.project_id)
+        return services.tool_test_refusal(tool=tool, role=role, is_staff=self.request.user.is_staff)
 
 
 @extend_schema_view(

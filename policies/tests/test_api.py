@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from policies.choices import EntryStatus, Outcome, Stage
 from policies.models import Policy, PolicyDecision, SpendEntry
+from runs.tests.factories import tool
 from sparkops.testing import client_for
 
 pytestmark = pytest.mark.django_db
@@ -185,3 +186,58 @@ def test_ledger_filters_by_status(team):
     spend(team.project, "0.20", status=EntryStatus.RESERVED)
     rows = team.client("viewer").get("/api/v1/spend?status=reserved").json()["results"]
     assert [row["reserved_usd"] for row in rows] == ["0.200000"]
+
+
+# ------------------------------------------------------------------------------
+# Test runs of a tool answer to allow-lists and approval rules
+# ------------------------------------------------------------------------------
+def run_once(client, tool):
+    return client.post(f"/api/v1/tools/{tool.pk}/test", {"input": {"expression": "6*7"}}, format="json")
+
+
+@pytest.mark.parametrize(("who", "allowed"), [("developer", False), ("admin", True), ("owner", True)])
+def test_a_tool_that_requires_approval_is_test_run_only_by_who_may_approve_it(team, who, allowed):
+    deploy = tool(team.project, "deploy", requires_approval=True)
+
+    response = run_once(team.client(who), deploy)
+
+    if allowed:
+        assert response.json() == {"ok": True, "output": 42, "latency_ms": response.json()["latency_ms"]}
+    else:
+        assert response.status_code == 403
+        assert response.json()["message"] == (
+            "Tool 'deploy' requires approval for every call. "
+            "Test-running it needs whoever may approve its calls: the admin role."
+        )
+
+
+def test_a_tool_an_approval_rule_covers_is_test_run_by_the_role_the_rule_names(team):
+    wipe = tool(team.project, "wipe", risk_class="destructive")
+    rule = {"risk_class": "destructive", "role": "owner"}
+    policy(team.project, name="Risky", kind="approval", config=rule, action="require_approval")
+
+    assert run_once(team.client("admin"), wipe).status_code == 403
+    assert run_once(team.client("owner"), wipe).json()["ok"] is True
+
+
+def test_a_tool_off_the_allow_list_is_test_run_by_nobody(team):
+    calc = tool(team.project, "calc")
+    policy(team.project, name="Tools", kind="tool_allowlist", config={"tools": ["search"]}, action="block")
+
+    response = run_once(team.client("owner"), calc)
+
+    assert response.status_code == 403
+    assert response.json()["message"] == (
+        "Tool 'calc' is not on the allow-list of 'Tools'. Test runs are judged like calls in a run."
+    )
+
+
+def test_a_tool_a_global_rule_covers_is_test_run_only_by_staff(team):
+    deploy = tool(team.project, "deploy")
+    policy(None, name="Global", kind="approval", config={"tools": ["deploy"]}, action="require_approval")
+    owner = team.members["owner"]
+
+    assert run_once(team.client("owner"), deploy).status_code == 403
+    owner.is_staff = True
+    owner.save(update_fields=["is_staff"])
+    assert run_once(client_for(owner), deploy).json()["ok"] is True

@@ -3,8 +3,14 @@
 from django.urls import include, path, re_path
 
 from accounts.api.views import ApiKeyViewSet
-from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet, ToolViewSet
-from policies.api.views import BudgetListView, PolicyDecisionViewSet, PolicyViewSet, SpendEntryViewSet
+from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet
+from policies.api.views import (
+    BudgetListView,
+    GuardedToolViewSet,
+    PolicyDecisionViewSet,
+    PolicyViewSet,
+    SpendEntryViewSet,
+)
 from projects.api.views import MembershipViewSet, ProjectViewSet
 from runs.api.schedules import ScheduleViewSet
 from runs.api.views import AgentStartTaskView, RunViewSet, TaskViewSet, WorkflowRunView
@@ -17,7 +23,7 @@ router.register("memberships", MembershipViewSet, basename="membership")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
 router.register("agents", AgentViewSet, basename="agent")
-router.register("tools", ToolViewSet, basename="tool")
+router.register("tools", GuardedToolViewSet, basename="tool")  # test runs answer to policies
 router.register("credentials", CredentialViewSet, basename="credential")
 router.register("model-prices", ModelPriceViewSet, basename="model-price")
 
