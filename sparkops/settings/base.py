@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as default_cors_headers
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -236,6 +237,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = SPARKOPS_MAX_REQUEST_BODY_BYTES
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:3000"])
 CORS_ALLOW_CREDENTIALS = True  # only ever for the origins listed above
 CORS_URLS_REGEX = r"^/(api|health).*$"
+# Beyond the defaults, the request headers the API reads (an API key, the idempotency key of a
+# run) and the response header a browser client must see to back off from a 429 or 503.
+CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key")
+CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # ------------------------------------------------------------------------------
 # Static files (served by the app itself through whitenoise)
