@@ -254,7 +254,10 @@ def _release_hold(run: Run, step: RunStep, decided: dict) -> bool:
 # ------------------------------------------------------------------------------
 # Agent tasks: one-step runs for task-board frontends
 # ------------------------------------------------------------------------------
-TASK_PROMPT = "{{ inputs.title }}{% if inputs.description %}\n\n{{ inputs.description }}{% endif %}"
+TASK_PROMPT = (
+    "{{ inputs.title }}{% if inputs.description is defined and inputs.description %}"
+    "\n\n{{ inputs.description }}{% endif %}"
+)
 TASK_SCHEMA = {
     "type": "object",
     "properties": {"title": {"type": "string"}, "description": {"type": "string"}},

@@ -272,7 +272,11 @@ def test_retry_reuses_succeeded_steps_and_runs_the_failed_one_again(failed, team
 
 
 def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, catalog):
-    schema = {"type": "object", "properties": {"expr": {"type": "string"}, "last": {"type": "string"}}}
+    schema = {
+        "type": "object",
+        "properties": {"expr": {"type": "string"}, "last": {"type": "string"}},
+        "required": ["expr", "last"],
+    }
     workflow = make_workflow(
         catalog.project,
         tool_step("n"),
