@@ -35,7 +35,10 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
     location=OpenApiParameter.HEADER,
     required=False,
-    description="Repeat a request with the same key to get the same run back (200) instead of a new one.",
+    description=(
+        "Repeat a request with the same key to get the same run back (200) instead of a new one; "
+        "the same key with a different request is refused (422)."
+    ),
 )
 CONFLICT = {409: OpenApiResponse(description="The run is not in a state that allows this.")}
 
@@ -50,6 +53,10 @@ class RunCursorPagination(CursorPagination):
 
 def _conflict(exc: services.TransitionRefused) -> Conflict:
     return Conflict(str(exc))
+
+
+def idempotency_key_of(request) -> str:
+    return request.headers.get("Idempotency-Key", "")[:200]
 
 
 def start_response(run: Run, created: bool, request) -> Response:
@@ -100,7 +107,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             inputs=data["inputs"],
             user=request.user,
             trigger=Trigger.API,
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            idempotency_key=idempotency_key_of(request),
             title=data["title"],
             priority=data["priority"],
             api_key=api_key_of(request),
@@ -124,7 +131,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     @extend_schema(
         summary="Retry a failed or cancelled run, reusing the outputs of its succeeded steps",
         request=RunRetrySerializer,
-        responses={201: RunDetailSerializer, **CONFLICT},
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
@@ -132,12 +140,16 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         payload = RunRetrySerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            retry = services.run_retry(
-                run=run, user=request.user, inputs=payload.validated_data.get("inputs"), api_key=api_key_of(request)
+            retry, created = services.run_retry(
+                run=run,
+                user=request.user,
+                inputs=payload.validated_data.get("inputs"),
+                api_key=api_key_of(request),
+                idempotency_key=idempotency_key_of(request),
             )
         except services.TransitionRefused as exc:
             raise _conflict(exc) from None
-        return start_response(retry, True, request)
+        return start_response(retry, created, request)
 
     @extend_schema(summary="The run's steps", responses=RunStepSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
@@ -223,7 +235,7 @@ class WorkflowRunView(APIView):
             inputs=data["inputs"],
             user=request.user,
             trigger=Trigger.API,
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            idempotency_key=idempotency_key_of(request),
             title=data["title"],
             api_key=api_key_of(request),
         )
@@ -236,7 +248,8 @@ class AgentStartTaskView(APIView):
     @extend_schema(
         summary="Start a one-step task run of this agent",
         request=StartTaskSerializer,
-        responses={201: RunDetailSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
         tags=["tasks"],
     )
     def post(self, request, pk):
@@ -244,8 +257,14 @@ class AgentStartTaskView(APIView):
         _require(request, agent.project_id, Role.DEVELOPER)
         payload = StartTaskSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        run = services.task_start(agent=agent, user=request.user, api_key=api_key_of(request), **payload.validated_data)
-        return start_response(run, True, request)
+        run, created = services.task_start(
+            agent=agent,
+            user=request.user,
+            api_key=api_key_of(request),
+            idempotency_key=idempotency_key_of(request),
+            **payload.validated_data,
+        )
+        return start_response(run, created, request)
 
 
 @extend_schema_view(
