@@ -157,6 +157,9 @@ SPARKOPS_REGISTRATION_OPEN = env.bool("SPARKOPS_REGISTRATION_OPEN", default=True
 SPARKOPS_LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("SPARKOPS_LOGIN_MAX_FAILURES_PER_ACCOUNT", default=5)
 SPARKOPS_LOGIN_MAX_FAILURES_PER_CLIENT = env.int("SPARKOPS_LOGIN_MAX_FAILURES_PER_CLIENT", default=20)
 SPARKOPS_LOGIN_LOCKOUT_SECONDS = env.int("SPARKOPS_LOGIN_LOCKOUT_SECONDS", default=900)
+# Reverse proxies (CIDRs) whose X-Forwarded-For is believed: the login lockout, throttles and the
+# metrics network check then see the client's address instead of the proxy's. Empty: none.
+SPARKOPS_TRUSTED_PROXIES = env.list("SPARKOPS_TRUSTED_PROXIES", default=[])
 SPARKOPS_REFRESH_COOKIE_NAME = "sparkops_refresh"
 SPARKOPS_REFRESH_COOKIE_SECURE = env.bool("SPARKOPS_REFRESH_COOKIE_SECURE", default=True)
 SPARKOPS_REFRESH_COOKIE_PATH = "/api/v1/auth/"
