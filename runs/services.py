@@ -120,7 +120,9 @@ def run_start(
             create=lambda: _create(workflow, version, inputs, user, trigger, idempotency_key, **fields),
         )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
-        return _replay(workflow.project_id, idempotency_key, fingerprint), False
+        if (first := _replay(workflow.project_id, idempotency_key, fingerprint)) is None:
+            raise
+        return first, False
     return run, True
 
 
@@ -204,7 +206,9 @@ def run_retry(
             create=lambda: _create_retry(run, user, inputs, reusable, api_key, key),
         )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
-        return _replay(run.project_id, idempotency_key, fingerprint), False
+        if (first := _replay(run.project_id, idempotency_key, fingerprint)) is None:
+            raise
+        return first, False
     return retry, True
 
 
