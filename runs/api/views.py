@@ -41,6 +41,13 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     ),
 )
 CONFLICT = {409: OpenApiResponse(description="The run is not in a state that allows this.")}
+# What a run-creating request may be refused with besides bad input.
+REFUSED = {
+    422: OpenApiResponse(
+        description="An exhausted budget refused the run, or the Idempotency-Key was used for a different request."
+    ),
+    429: OpenApiResponse(description="A rate limit refused the run; Retry-After says when to try again."),
+}
 
 
 class RunCursorPagination(CursorPagination):
@@ -93,7 +100,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         summary="Start a run of a workflow's latest published version, or of a given version",
         request=RunCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
     )
     def create(self, request):
         payload = RunCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -132,7 +139,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         summary="Retry a failed or cancelled run, reusing the outputs of its succeeded steps",
         request=RunRetrySerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **CONFLICT},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **CONFLICT, **REFUSED},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
@@ -217,7 +224,7 @@ class WorkflowRunView(APIView):
         summary="Start a run of this workflow",
         request=RunFromWorkflowSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
         tags=["runs"],
     )
     def post(self, request, pk):
@@ -249,7 +256,7 @@ class AgentStartTaskView(APIView):
         summary="Start a one-step task run of this agent",
         request=StartTaskSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
         tags=["tasks"],
     )
     def post(self, request, pk):
