@@ -82,7 +82,7 @@ def demo_workflow(steps: int = 3):
                 for n in range(steps)
             ]
         }
-        schema = {"type": "object", "properties": {"topic": {"type": "string"}}}
+        schema = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
         workflow = workflow_services.workflow_create(
             project=project, user=user, name=slug, slug=slug, definition=definition, input_schema=schema, publish=True
         )

@@ -10,6 +10,7 @@ import jsonschema
 from agents.choices import RiskClass
 
 from .choices import PolicyKind, Window
+from .money import MONEY_KEYS, PLACES, too_precise
 
 _SLUG = {"type": "string", "minLength": 1, "maxLength": 64}
 _USD = {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000_000}
@@ -119,6 +120,11 @@ def config_errors(kind: str, config: Any) -> list[str]:
     if not isinstance(config, dict):
         return [f"Must be a JSON object, e.g. {json.dumps(EXAMPLES[kind])}."]
     errors = _schema_errors(kind, config)
+    errors += [
+        f"{key}: at most {PLACES} decimal places (the ledger keeps micro-dollars)."
+        for key in MONEY_KEYS
+        if key in SCHEMAS[kind]["properties"] and too_precise(config.get(key))
+    ]
     if kind == PolicyKind.BUDGET and not errors:
         if config["window"] == Window.ROLLING and "days" not in config:
             errors.append('days: a rolling window needs its length in days, e.g. {"window": "rolling", "days": 7}.')

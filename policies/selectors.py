@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from .choices import EntryStatus, PolicyKind, Window
 from .models import ZERO, Policy, SpendEntry
+from .money import config_usd
 from .windows import Span, window_at
 
 _MONEY = DecimalField(max_digits=14, decimal_places=6)
@@ -129,7 +130,7 @@ def budget_status(policy: Policy, project_id, now: datetime | None = None) -> Bu
     return BudgetStatus(
         policy=policy,
         project_id=project_id,
-        amount=Decimal(str(policy.config["amount_usd"])),
+        amount=config_usd(policy.config, "amount_usd"),
         spent=use.spent,
         reserved=use.reserved,
         window_start=span.start,

@@ -19,6 +19,7 @@ from sparkops.roles import Role
 
 from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
 from .models import ZERO, Policy, PolicyDecision, SpendEntry
+from .money import config_usd, usd
 from .selectors import budget_covers, budget_use, model_matches, policies_for, run_use
 from .windows import window_at
 
@@ -153,10 +154,10 @@ def _approval_reason(policy: Policy, call: Call) -> str:
             return f"Tool {call.tool.slug!r} is {call.tool.risk_class}; {policy.name!r} covers {risk} and above."
         if any(fnmatchcase(call.tool.slug, pattern) for pattern in config.get("tools", [])):
             return f"Tool {call.tool.slug!r} is named by {policy.name!r}."
-    minimum = config.get("min_cost_usd")
+    minimum = config_usd(config, "min_cost_usd")
     priced = call.agent is not None and call.estimate_usd is not None
-    if priced and minimum is not None and call.estimate_usd >= Decimal(str(minimum)):
-        return f"The call may cost up to ${call.estimate_usd:.4f}; {policy.name!r} asks from ${minimum}."
+    if priced and minimum is not None and call.estimate_usd >= minimum:
+        return f"The call may cost up to ${usd(call.estimate_usd)}; {policy.name!r} asks from ${usd(minimum)}."
     return ""
 
 
@@ -276,7 +277,7 @@ def _spend_hit(policy: Policy, call: Call) -> Hit | None:
 
 
 def _budget_hit(policy: Policy, call: Call) -> Hit | None:
-    amount = Decimal(str(policy.config["amount_usd"]))
+    amount = config_usd(policy.config, "amount_usd")
     span = window_at(policy.config, timezone.now())
     use = budget_use(policy, call.project_id, span)
     if use.total + call.estimate_usd <= amount:
@@ -284,21 +285,21 @@ def _budget_hit(policy: Policy, call: Call) -> Hit | None:
     return Hit(
         policy,
         policy.action,
-        f"Budget {policy.name!r}: ${use.total:.4f} of ${amount} used or reserved until "
-        f"{span.end:%Y-%m-%d %H:%M} UTC; this call may cost ${call.estimate_usd:.4f}.",
+        f"Budget {policy.name!r}: ${usd(use.total)} of ${usd(amount)} used or reserved until "
+        f"{span.end:%Y-%m-%d %H:%M} UTC; this call may cost ${usd(call.estimate_usd)}.",
         "spend",
     )
 
 
 def _ceiling_hit(policy: Policy, call: Call) -> Hit | None:
-    usd, tokens = run_use(call.run_id)
-    max_usd, max_tokens = policy.config.get("max_usd"), policy.config.get("max_tokens")
-    if max_usd is not None and call.estimate_usd is not None and usd + call.estimate_usd > Decimal(str(max_usd)):
+    used_usd, tokens = run_use(call.run_id)
+    max_usd, max_tokens = config_usd(policy.config, "max_usd"), policy.config.get("max_tokens")
+    if max_usd is not None and call.estimate_usd is not None and used_usd + call.estimate_usd > max_usd:
         return Hit(
             policy,
             policy.action,
-            f"Run ceiling {policy.name!r}: the run has used ${usd:.4f} of ${max_usd}; "
-            f"this call may cost ${call.estimate_usd:.4f}.",
+            f"Run ceiling {policy.name!r}: the run has used ${usd(used_usd)} of ${usd(max_usd)}; "
+            f"this call may cost ${usd(call.estimate_usd)}.",
             "spend",
         )
     if max_tokens is not None and tokens + call.estimate_tokens > max_tokens:

@@ -97,7 +97,7 @@ class RunAdmin(admin.ModelAdmin):
     def retry(self, request, queryset):
         for run in queryset:
             try:
-                retry = services.run_retry(run=run, user=request.user)
+                retry, _ = services.run_retry(run=run, user=request.user)
                 self.message_user(request, f"{run.pk}: retried as {retry.pk}.")
             except (services.TransitionRefused, ValidationError, PolicyRefused) as exc:
                 self.message_user(request, f"{run.pk}: {exc}", level=messages.WARNING)

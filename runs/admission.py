@@ -12,6 +12,7 @@ from django.utils import timezone
 from policies.choices import Outcome, PolicyAction, PolicyKind, Stage
 from policies.exceptions import PolicyRefused
 from policies.models import Policy, PolicyDecision
+from policies.money import usd
 from policies.selectors import budget_status, policies_for
 from policies.services import lock_scopes
 
@@ -103,7 +104,7 @@ def _budget_refusal(policy: Policy, workflow) -> PolicyRefused | None:
     if not status.exhausted:
         return None
     reason = (
-        f"Budget {policy.name!r} is exhausted: ${status.spent + status.reserved:.4f} of ${status.amount} "
+        f"Budget {policy.name!r} is exhausted: ${usd(status.spent + status.reserved)} of ${usd(status.amount)} "
         f"used until {status.window_end:%Y-%m-%d %H:%M} UTC."
     )
     return PolicyRefused(policy, reason, status_code=422)

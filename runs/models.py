@@ -70,6 +70,13 @@ class Run(models.Model):
     unpriced_calls = models.PositiveIntegerField(default=0, help_text="Calls to models with no known price.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
+    request_fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        editable=False,
+        help_text="SHA-256 of the request that created it under an idempotency key; a reused key must match.",
+    )
     event_seq = models.PositiveIntegerField(default=0, editable=False)
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

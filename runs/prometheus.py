@@ -23,6 +23,7 @@ from policies.choices import EntryStatus
 from policies.models import SpendEntry
 from sparkops.api.exceptions import error_body
 from sparkops.lib import cache_metrics
+from sparkops.lib.client_address import client_address, from_trusted_proxy
 from sparkops.metrics_middleware import METHODS, OTHER, route_names
 
 from .choices import RunStatus, StepStatus
@@ -188,12 +189,19 @@ def scrape_allowed(request) -> bool:
 
 
 def _from_allowed_network(request) -> bool:
-    # Behind a reverse proxy on the same machine every visitor would look local: a proxied
-    # request must show the token.
-    if any(request.META.get(header) for header in FORWARDING_HEADERS):
+    if from_trusted_proxy(request):
+        # A proxy in SPARKOPS_TRUSTED_PROXIES says who asked; one that does not vouches for no one.
+        if not request.META.get("HTTP_X_FORWARDED_FOR"):
+            return False
+        raw = client_address(request)
+    elif any(request.META.get(header) for header in FORWARDING_HEADERS):
+        # Behind a reverse proxy on the same machine every visitor would look local: a request
+        # through a proxy we were not told to trust must show the token.
         return False
+    else:
+        raw = request.META.get("REMOTE_ADDR", "")
     try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        address = ipaddress.ip_address(raw)
     except ValueError:
         return False
     address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 on dual-stack

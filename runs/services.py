@@ -1,6 +1,8 @@
 """Run services: start, cancel, retry, decide approvals. The API, the admin, the command line and
 schedules all come through here."""
 
+import hashlib
+import json
 from typing import Any
 
 import jsonschema
@@ -9,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from sparkops.lib.errors import Refused
 from sparkops.roles import Role
 from workflows import dag
 from workflows import services as workflow_services
@@ -30,6 +33,40 @@ __all__ = ["TransitionRefused", "run_cancel", "run_retry", "run_start", "step_de
 def input_errors(schema: dict, inputs: Any) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema or {"type": "object"})
     return [f"{'/'.join(map(str, e.absolute_path)) or '(inputs)'}: {e.message}" for e in validator.iter_errors(inputs)]
+
+
+class IdempotencyKeyReused(Refused):
+    """An Idempotency-Key already used for a different request in the project: answering with the
+    first run would hand the caller an unrelated run as if it were theirs."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+
+    def __init__(self, key: str, run: Run):
+        message = (
+            f"Idempotency-Key {key!r} was already used for a different request (run {run.pk}); "
+            "send a new key for a new request."
+        )
+        super().__init__(message, errors={"idempotency_key": [message]})
+        self.run = run
+
+
+def request_fingerprint(**request: Any) -> str:
+    """A digest of what a run-creating request asked for, stored with the run it created, so a
+    repeated Idempotency-Key can be told apart from a reused one."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(project_id: Any, key: str, fingerprint: str) -> Run | None:
+    """The run an earlier request with this key created, if any; refused if it asked for something else."""
+    if not key:
+        return None
+    existing = Run.objects.filter(project_id=project_id, idempotency_key=key).first()
+    # Runs from before fingerprints were stored have none: they replay as they always did.
+    if existing is not None and existing.request_fingerprint and existing.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(key, existing)
+    return existing
 
 
 def _pinned_version(workflow: Workflow, version: WorkflowVersion | None) -> WorkflowVersion:
@@ -59,15 +96,23 @@ def run_start(
     """Validate, ask the run-level policies, and write the run and its steps at once; the engine
     picks it up after commit. Returns (run, created): a repeated idempotency key returns the first
     run. Raises PolicyRefused (429 or 422) when a rate limit or an exhausted budget refuses it."""
-    if idempotency_key:
-        existing = Run.objects.filter(project_id=workflow.project_id, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing, False
+    fingerprint = request_fingerprint(
+        action="start",
+        workflow=workflow.pk,
+        version=version.pk if version else None,
+        inputs={} if inputs is None else inputs,
+        title=title,
+        priority=priority,
+        task_agent=task_agent.pk if task_agent else None,
+    )
+    if existing := _replay(workflow.project_id, idempotency_key, fingerprint):
+        return existing, False
     version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := input_errors(version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     fields = {"title": title, "priority": priority, "task_agent": task_agent, "api_key": api_key}
+    fields["request_fingerprint"] = fingerprint if idempotency_key else ""
     try:
         run = admission.admitted(
             workflow=workflow,
@@ -75,7 +120,9 @@ def run_start(
             create=lambda: _create(workflow, version, inputs, user, trigger, idempotency_key, **fields),
         )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
-        return Run.objects.get(project_id=workflow.project_id, idempotency_key=idempotency_key), False
+        if (first := _replay(workflow.project_id, idempotency_key, fingerprint)) is None:
+            raise
+        return first, False
     return run, True
 
 
@@ -134,23 +181,38 @@ def run_cancel(*, run: Run) -> Run:
     return run
 
 
-def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None, api_key=None) -> Run:
+def run_retry(
+    *, run: Run, user: User | None = None, inputs: dict | None = None, api_key=None, idempotency_key: str = ""
+) -> tuple[Run, bool]:
     """A new run of the same pinned version, reusing the outputs of the steps that succeeded.
-    Admitted like any new run: rate limits and exhausted budgets apply."""
-    require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
+    Admitted like any new run: rate limits and exhausted budgets apply. Returns (run, created): a
+    repeated idempotency key returns the first retry, as for run_start."""
     inputs = run.inputs if inputs is None else inputs
+    fingerprint = request_fingerprint(action="retry", parent=run.pk, inputs=inputs)
+    if existing := _replay(run.project_id, idempotency_key, fingerprint):
+        return existing, False
+    require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
     if problems := input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so
     # nothing would mark its untaken branch, and the planner would start it once the condition
     # (reused, succeeded) is all it waits for.
     reusable = {step.key: step for step in run.steps.filter(status__in=[StepStatus.SUCCEEDED, StepStatus.SKIPPED])}
-    return admission.admitted(
-        workflow=run.workflow, api_key=api_key, create=lambda: _create_retry(run, user, inputs, reusable, api_key)
-    )
+    key = {"idempotency_key": idempotency_key, "request_fingerprint": fingerprint if idempotency_key else ""}
+    try:
+        retry = admission.admitted(
+            workflow=run.workflow,
+            api_key=api_key,
+            create=lambda: _create_retry(run, user, inputs, reusable, api_key, key),
+        )
+    except IntegrityError:  # the same idempotency key, twice at once: the first one wins
+        if (first := _replay(run.project_id, idempotency_key, fingerprint)) is None:
+            raise
+        return first, False
+    return retry, True
 
 
-def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], api_key) -> Run:
+def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], api_key, key: dict) -> Run:
     retry = Run.objects.create(
         project_id=run.project_id,
         workflow_id=run.workflow_id,
@@ -163,6 +225,7 @@ def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], ap
         priority=run.priority,
         task_agent=run.task_agent,
         api_key=api_key,
+        **key,
     )
     RunStep.objects.bulk_create(_steps_for(retry, run.workflow_version.definition, reuse=reusable))
     emit(retry.pk, EventType.RUN_QUEUED, payload={"trigger": Trigger.RETRY, "parent": str(run.pk)})
@@ -262,7 +325,10 @@ def _release_hold(run: Run, step: RunStep, decided: dict) -> bool:
 # ------------------------------------------------------------------------------
 # Agent tasks: one-step runs for task-board frontends
 # ------------------------------------------------------------------------------
-TASK_PROMPT = "{{ inputs.title }}{% if inputs.description %}\n\n{{ inputs.description }}{% endif %}"
+TASK_PROMPT = (
+    "{{ inputs.title }}{% if inputs.description is defined and inputs.description %}"
+    "\n\n{{ inputs.description }}{% endif %}"
+)
 TASK_SCHEMA = {
     "type": "object",
     "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
@@ -289,11 +355,20 @@ def _task_workflow(agent) -> Workflow:
     return workflow
 
 
-def task_start(*, agent, user: User, title: str, description: str = "", priority: int = 0, api_key=None) -> Run:
+def task_start(
+    *,
+    agent,
+    user: User,
+    title: str,
+    description: str = "",
+    priority: int = 0,
+    api_key=None,
+    idempotency_key: str = "",
+) -> tuple[Run, bool]:
     with transaction.atomic():
         workflow = _task_workflow(agent)
     # Outside that transaction: a refusal by a policy keeps its recorded decision.
-    run, _ = run_start(
+    return run_start(
         workflow=workflow,
         inputs={"title": title, "description": description},
         user=user,
@@ -302,5 +377,5 @@ def task_start(*, agent, user: User, title: str, description: str = "", priority
         priority=priority,
         task_agent=agent,
         api_key=api_key,
+        idempotency_key=idempotency_key,
     )
-    return run

@@ -106,12 +106,15 @@ def input_schema_errors(schema: Any) -> list[str]:
     return []
 
 
-def input_names(schema: Mapping) -> set[str]:
+def input_names(schema: Mapping) -> dict[str, bool]:
+    """Each input the schema declares, mapped to whether a run must give it."""
     properties = schema.get("properties", {})
-    return set(properties) if isinstance(properties, dict) else set()
+    required = schema.get("required", [])
+    names = properties if isinstance(properties, dict) else {}
+    return {name: name in required for name in names}
 
 
-def _definition_errors(definition: Any, inputs: set[str] | None, catalog: Catalog) -> list | dict:
+def _definition_errors(definition: Any, inputs: Mapping[str, bool] | None, catalog: Catalog) -> list | dict:
     if not isinstance(definition, dict):
         return ['Must be a JSON object with a list of steps, e.g. {"steps": [...]}.']
     errors: dict = {
@@ -145,7 +148,7 @@ def _key_list(value: Any) -> bool:
 class _StepChecker:
     """Checks a list of steps in passes: keys, each step's fields, the graph, then the templates."""
 
-    def __init__(self, steps: list, inputs: set[str] | None, catalog: Catalog):
+    def __init__(self, steps: list, inputs: Mapping[str, bool] | None, catalog: Catalog):
         self.steps = steps
         self.inputs = inputs
         self.catalog = catalog
@@ -297,14 +300,15 @@ class _StepChecker:
                 continue
             for name in sorted(templating.unknown_names(tree)):
                 self.add(label, f"{field}: unknown variable '{name}'; use inputs.<name> or steps.<key>.output.")
+            guarded = templating.guarded_inputs(tree)
             for reference in templating.references(tree):
                 if reference.root == templating.STEPS and before is None:
                     before = ancestors(self.deps, step.get("key"))
-                message = self._reference_problem(reference, before or set())
+                message = self._reference_problem(reference, before or set(), guarded)
                 if message:
                     self.add(label, f"{field}: {message}")
 
-    def _reference_problem(self, reference: templating.Reference, ancestors: set[str]) -> str | None:
+    def _reference_problem(self, reference: templating.Reference, ancestors: set[str], guarded: set[str]) -> str | None:
         if not reference.path:
             return None  # the whole mapping, e.g. {{ inputs | tojson }}
         name = reference.path[0]
@@ -312,14 +316,23 @@ class _StepChecker:
             example = "inputs.topic" if reference.root == templating.INPUTS else "steps.fetch.output"
             return f"write the name out, e.g. {example}; a computed name cannot be checked."
         if reference.root == templating.INPUTS:
-            return self._input_problem(name)
+            return self._input_problem(name, guarded)
         return _step_reference_problem(name, reference.path[1:], self.by_key, ancestors)
 
-    def _input_problem(self, name: str) -> str | None:
-        if self.inputs is None or name in self.inputs:
+    def _input_problem(self, name: str, guarded: set[str]) -> str | None:
+        if self.inputs is None:
             return None
-        known = ", ".join(sorted(self.inputs)) or "none"
-        return f"unknown input '{name}'; the input schema's properties are: {known}."
+        if name not in self.inputs:
+            known = ", ".join(sorted(self.inputs)) or "none"
+            return f"unknown input '{name}'; the input schema's properties are: {known}."
+        # A run may leave out an optional input, and reading a missing one fails the step: the
+        # template must say what to use instead. Schema defaults are not filled in at run start.
+        if not self.inputs[name] and name not in guarded:
+            return (
+                f"input '{name}' is optional, so a run may leave it out; write "
+                f"{{{{ inputs.{name} | default(...) }}}}, test it with 'is defined', or make it required."
+            )
+        return None
 
 
 def _step_reference_problem(key: str, rest: tuple, by_key: Mapping, ancestors: set[str]) -> str | None:

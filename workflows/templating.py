@@ -60,6 +60,35 @@ def references(tree: nodes.Template) -> list[Reference]:
     return found
 
 
+# Ways a template says "this input may be missing": ``inputs.x | default(...)``, ``inputs.x is
+# defined`` (or undefined), and ``'x' in inputs``.
+_DEFAULT_FILTERS = {"default", "d"}
+_DEFINED_TESTS = {"defined", "undefined"}
+
+
+def guarded_inputs(tree: nodes.Template) -> set[str]:
+    """Names of inputs the template reads through a default or tests for; a missing one of these
+    does not fail the render. A test anywhere in the template counts for every use of that name."""
+    guarded = set()
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        names = _DEFAULT_FILTERS if isinstance(node, nodes.Filter) else _DEFINED_TESTS
+        reference = _chain(node.node) if node.name in names and node.node is not None else None
+        if reference is not None and reference.root == INPUTS and len(reference.path) == 1 and reference.path[0]:
+            guarded.add(reference.path[0])
+    for node in tree.find_all(nodes.Compare):
+        operand = node.ops[0] if len(node.ops) == 1 else None
+        if (
+            operand is not None
+            and operand.op in ("in", "notin")
+            and isinstance(operand.expr, nodes.Name)
+            and operand.expr.name == INPUTS
+            and isinstance(node.expr, nodes.Const)
+            and isinstance(node.expr.value, str)
+        ):
+            guarded.add(node.expr.value)
+    return guarded
+
+
 def _chain(node: nodes.Node) -> Reference | None:
     path: list[str | None] = []
     while isinstance(node, nodes.Getattr | nodes.Getitem):

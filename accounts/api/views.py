@@ -5,12 +5,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import exceptions, mixins, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from sparkops.api.access import project_roles
 from sparkops.api.permissions import DenyApiKeys
+from sparkops.api.throttling import ClientScopedRateThrottle
 from sparkops.api.viewsets import ProjectScopedGenericViewSet
+from sparkops.lib.client_address import client_address
 from sparkops.roles import Role
 
 from .. import services
@@ -93,7 +94,7 @@ class CredentialsInBodyView(APIView):
 class RegisterView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientScopedRateThrottle]
     throttle_scope = "register"
 
     @extend_schema(
@@ -127,7 +128,7 @@ class LoginView(CredentialsInBodyView):
                 request=request,
                 email=data["email"],
                 password=data["password"],
-                client=request.META.get("REMOTE_ADDR", ""),
+                client=client_address(request),
             )
         except services.LoginLocked:
             raise exceptions.Throttled(detail=LOCKED, wait=settings.SPARKOPS_LOGIN_LOCKOUT_SECONDS) from None

@@ -95,6 +95,25 @@ def test_it_registers_a_user_under_a_lower_cased_email():
     assert body["id"] == user.pk
 
 
+def test_the_registration_throttle_keys_on_the_client_address(settings):
+    settings.SPARKOPS_TRUSTED_PROXIES = ["10.9.0.0/16"]
+    limit = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["register"].split("/")[0])
+
+    def register(remote_addr: str, forwarded_for: str):
+        # An empty body: the throttle answers before validation, so no account is made.
+        return client_for().post(REGISTER, {}, REMOTE_ADDR=remote_addr, HTTP_X_FORWARDED_FOR=forwarded_for)
+
+    # Directly from the internet: a made-up X-Forwarded-For per request buys no extra tries.
+    statuses = [register("192.0.2.1", f"203.0.113.{n % 250}").status_code for n in range(limit + 1)]
+    assert statuses[:limit] == [400] * limit
+    assert statuses[limit] == 429
+    # Behind the trusted proxy each client has its own allowance.
+    for _ in range(limit):
+        register("10.9.0.2", "198.51.100.1")
+    assert register("10.9.0.2", "198.51.100.1").status_code == 429
+    assert register("10.9.0.2", "198.51.100.2").status_code == 400
+
+
 def test_a_registered_user_can_log_in_in_any_case_of_their_email():
     client_for().post(REGISTER, {"email": "ada@example.com", "password": NEW_PASSWORD})
 
@@ -270,6 +289,43 @@ def test_a_client_is_locked_after_too_many_failures_across_emails(settings):
     assert_error(login(email="ada@example.com"), 429, "throttled")
     # Only that client is locked out.
     assert login(email="ada@example.com", remote_addr="10.0.0.2").status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_client_lockout_keys_on_the_forwarded_address(settings):
+    settings.SPARKOPS_TRUSTED_PROXIES = ["10.9.0.0/16"]
+    settings.SPARKOPS_LOGIN_MAX_FAILURES_PER_ACCOUNT = 100
+    settings.SPARKOPS_LOGIN_MAX_FAILURES_PER_CLIENT = 3
+    UserFactory(email="ada@example.com")
+
+    def via_proxy(email, password=DEFAULT_PASSWORD, forwarded_for="203.0.113.7"):
+        return client_for().post(
+            LOGIN, {"email": email, "password": password}, REMOTE_ADDR="10.9.0.2", HTTP_X_FORWARDED_FOR=forwarded_for
+        )
+
+    for n in range(3):
+        # A spoofed first hop changes nothing: the proxy appended the address it saw.
+        assert via_proxy(f"guess{n}@example.com", "guess", f"198.51.100.{n}, 203.0.113.7").status_code == 401
+
+    assert_error(via_proxy("ada@example.com"), 429, "throttled")
+    # Everyone else behind the same proxy still logs in.
+    assert via_proxy("ada@example.com", forwarded_for="203.0.113.8").status_code == 200
+
+
+def test_x_forwarded_for_is_ignored_from_an_untrusted_address(settings):
+    settings.SPARKOPS_TRUSTED_PROXIES = ["10.9.0.0/16"]
+    settings.SPARKOPS_LOGIN_MAX_FAILURES_PER_ACCOUNT = 100
+    settings.SPARKOPS_LOGIN_MAX_FAILURES_PER_CLIENT = 3
+    UserFactory(email="ada@example.com")
+    for n in range(3):
+        response = client_for().post(
+            LOGIN,
+            {"email": f"guess{n}@example.com", "password": "guess"},
+            REMOTE_ADDR="192.0.2.1",
+            HTTP_X_FORWARDED_FOR=f"203.0.113.{n}",
+        )
+        assert response.status_code == 401
+    # Rotating the header did not spread the failures: the address itself is locked.
+    assert login(email="ada@example.com", remote_addr="192.0.2.1").status_code == 429
 
 
 def test_a_lock_lifts_once_the_lockout_window_has_passed(settings):

@@ -34,13 +34,30 @@ class PolicySerializer(serializers.ModelSerializer):
         validators = []  # the model's constraints are checked by full_clean in the service
 
     def validate(self, attrs):
-        """Run the model's own rules (config per kind, action per kind) for field-level errors."""
+        """Run the model's own rules (config per kind, action per kind, unique names) for field-level
+        errors, on the policy as it would be after this request."""
+        self._refuse_immutable_changes(attrs)
         candidate = Policy(**{**self._current(), **attrs})
+        # An edit checks uniqueness against the other rows, not against the row being edited.
+        candidate._state.adding = self.instance is None
         try:
             candidate.full_clean(exclude=["created_by"])
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
         return attrs
+
+    def _refuse_immutable_changes(self, attrs) -> None:
+        # Decisions, spend windows and the approvals it asked for were recorded under this kind and
+        # project; a different rule is a new policy.
+        if self.instance is None:
+            return
+        errors = {}
+        if "kind" in attrs and attrs["kind"] != self.instance.kind:
+            errors["kind"] = [f"A policy never changes kind; create a new {attrs['kind']} policy instead."]
+        if "project" in attrs and attrs["project"] != self.instance.project:
+            errors["project"] = ["A policy never moves between projects."]
+        if errors:
+            raise serializers.ValidationError(errors)
 
     def _current(self) -> dict:
         if self.instance is None:

@@ -70,11 +70,6 @@ class PolicyViewSet(ProjectScopedViewSet):
         serializer.instance = services.policy_save(policy=policy)
 
     def perform_update(self, serializer) -> None:
-        if (
-            "project" in serializer.validated_data
-            and serializer.validated_data["project"] != serializer.instance.project
-        ):
-            raise exceptions.ValidationError({"project": ["A policy never moves between projects."]})
         serializer.instance = services.policy_save(policy=assign(serializer.instance, serializer.validated_data))
 
     def perform_destroy(self, instance) -> None:

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from policies.choices import EntryStatus, Outcome, Stage
 from policies.models import Policy, PolicyDecision, SpendEntry
+from projects.tests.factories import MembershipFactory
 from runs.tests.factories import tool
 from sparkops.testing import client_for
 
@@ -124,6 +125,73 @@ def test_an_update_is_validated_against_the_stored_kind(team):
     assert response.status_code == 400
     assert "amount_usd" in response.json()["errors"]["config"][0]
     assert Policy.objects.get(pk=stored.pk).config == BUDGET
+
+
+def test_an_admin_edits_a_policy_with_patch(team):
+    stored = policy(team.project)
+    response = team.client("admin").patch(
+        f"/api/v1/policies/{stored.pk}",
+        {"config": {"amount_usd": 20, "window": "week"}, "action": "warn", "enabled": False},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    stored.refresh_from_db()
+    assert (stored.config, stored.action, stored.enabled) == ({"amount_usd": 20, "window": "week"}, "warn", False)
+
+
+def test_an_admin_replaces_a_policy_with_put(team):
+    stored = policy(team.project)
+    payload = {
+        "project": str(team.project.pk),
+        "name": "Renamed",
+        "kind": "budget",
+        "config": {"amount_usd": 5, "window": "rolling", "days": 7},
+        "priority": 3,
+    }
+    response = team.client("admin").put(f"/api/v1/policies/{stored.pk}", payload, format="json")
+    assert response.status_code == 200, response.json()
+    stored.refresh_from_db()
+    assert (stored.name, stored.priority, stored.config["days"]) == ("Renamed", 3, 7)
+
+
+def test_staff_edit_a_global_policy(team):
+    stored = policy(None, name="Everywhere")
+    staff = team.members["owner"]
+    staff.is_staff = True
+    staff.save(update_fields=["is_staff"])
+    response = client_for(staff).patch(f"/api/v1/policies/{stored.pk}", {"priority": 7}, format="json")
+    assert response.status_code == 200, response.json()
+    assert Policy.objects.get(pk=stored.pk).priority == 7
+
+
+def test_a_developer_may_not_edit_a_policy(team):
+    stored = policy(team.project)
+    response = team.client("developer").patch(f"/api/v1/policies/{stored.pk}", {"enabled": False}, format="json")
+    assert response.status_code == 403
+    assert Policy.objects.get(pk=stored.pk).enabled
+
+
+def test_an_edit_may_not_take_another_policys_name(team):
+    policy(team.project, name="Taken")
+    stored = policy(team.project)
+    response = team.client("admin").patch(f"/api/v1/policies/{stored.pk}", {"name": "Taken"}, format="json")
+    assert response.status_code == 400
+    assert Policy.objects.get(pk=stored.pk).name == "Daily"
+
+
+def test_a_policy_never_changes_kind_or_project(team):
+    stored = policy(team.project)
+    admin = team.client("admin")
+    rate_limit = {"kind": "rate_limit", "config": {"max_runs": 5, "per": "minute"}}
+    kind = admin.patch(f"/api/v1/policies/{stored.pk}", rate_limit, format="json")
+    assert kind.status_code == 400
+    assert "kind" in kind.json()["errors"]
+    MembershipFactory(project=team.other_project, user=team.members["admin"], role="admin")
+    moved = admin.patch(f"/api/v1/policies/{stored.pk}", {"project": str(team.other_project.pk)}, format="json")
+    assert moved.status_code == 400
+    assert "project" in moved.json()["errors"]
+    stored.refresh_from_db()
+    assert (stored.kind, stored.project_id) == ("budget", team.project.pk)
 
 
 def test_budget_status_counts_settled_and_reserved_spend_in_the_window(team):

@@ -28,6 +28,8 @@ VALID = [
     (PolicyKind.APPROVAL, {"risk_class": "destructive"}),
     (PolicyKind.APPROVAL, {"tools": ["deploy"], "role": "owner"}),
     (PolicyKind.APPROVAL, {"min_cost_usd": 0}),
+    (PolicyKind.BUDGET, {"amount_usd": 0.000001, "window": "day"}),
+    (PolicyKind.RUN_CEILING, {"max_usd": 123456789.123456}),
 ]
 
 
@@ -94,6 +96,18 @@ def test_each_kinds_published_example_is_valid(kind):
 )
 def test_an_invalid_config_gets_a_message_naming_its_key(kind, config, expected):
     assert config_errors(kind, config) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "key"),
+    [
+        (PolicyKind.BUDGET, {"amount_usd": 0.0000001, "window": "day"}, "amount_usd"),
+        (PolicyKind.RUN_CEILING, {"max_usd": 1.0000005}, "max_usd"),
+        (PolicyKind.APPROVAL, {"min_cost_usd": 0.1234567}, "min_cost_usd"),
+    ],
+)
+def test_money_finer_than_the_ledger_is_refused(kind, config, key):
+    assert config_errors(kind, config) == [f"{key}: at most 6 decimal places (the ledger keeps micro-dollars)."]
 
 
 @pytest.mark.parametrize("kind", PolicyKind.values)

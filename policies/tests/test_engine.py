@@ -83,6 +83,7 @@ def echo_cost(prompt: str) -> Decimal:
 
 
 HELLO_ESTIMATE, HELLO_TOKENS = estimate("Hello Ada")  # $0.008213, 4117 tokens
+HELLO_ESTIMATE_TEXT = "0.008213"
 
 
 def one_step(project, slug: str = "wf", **extra):
@@ -213,11 +214,11 @@ def budget(project, amount: float, action: str = BLOCK, **config) -> Policy:
     return make_policy(project, PolicyKind.BUDGET, {"amount_usd": amount, "window": "day", **config}, action, "Daily")
 
 
-def budget_reason(amount, used: str = "0.0000") -> str:
+def budget_reason(amount, used: str = "0.00") -> str:
     end = budget_status(Policy.objects.get(name="Daily"), None).window_end
     return (
         f"Budget 'Daily': ${used} of ${amount} used or reserved until {end:%Y-%m-%d %H:%M} UTC; "
-        f"this call may cost ${HELLO_ESTIMATE:.4f}."
+        f"this call may cost ${HELLO_ESTIMATE_TEXT}."
     )
 
 
@@ -341,7 +342,7 @@ def test_an_exhausted_budget_refuses_a_run_with_422_naming_the_policy(team, proj
     assert response.status_code == 422
     body = response.json()
     end = budget_status(daily, project.pk).window_end
-    reason = f"Budget 'Daily' is exhausted: $0.0100 of $0.01 used until {end:%Y-%m-%d %H:%M} UTC."
+    reason = f"Budget 'Daily' is exhausted: $0.01 of $0.01 used until {end:%Y-%m-%d %H:%M} UTC."
     assert body["code"] == "policy_refused"
     assert body["message"] == reason
     assert body["errors"] == {"policy": [reason]}
@@ -397,7 +398,7 @@ def test_run_ceiling_blocks_the_call_that_would_cross_it(team, project):
     run = start(two_steps(project))
 
     assert statuses(run)["a"] == StepStatus.SUCCEEDED
-    reason = f"Run ceiling 'Guard': the run has used $0.0000 of $0.00822; this call may cost ${HELLO_ESTIMATE:.4f}."
+    reason = f"Run ceiling 'Guard': the run has used $0.000011 of $0.00822; this call may cost ${HELLO_ESTIMATE_TEXT}."
     assert_blocked(team, run, "b", ceiling, reason)
     assert ledger(run) == [(EntryStatus.SETTLED, HELLO_ESTIMATE, echo_cost("Hello Ada"))]
 
@@ -902,7 +903,7 @@ def test_approval_rule_by_cost_parks_an_expensive_agent_call(team, project):
     rule = risky(project, min_cost_usd=0.005)
     run = start(one_step(project))
 
-    reason = f"The call may cost up to ${HELLO_ESTIMATE:.4f}; 'Risky' asks from $0.005."
+    reason = f"The call may cost up to ${HELLO_ESTIMATE_TEXT}; 'Risky' asks from $0.005."
     assert_parked(team, run, "a", rule, reason)
     assert_approved_and_finished(team, run, "a", rule)
 

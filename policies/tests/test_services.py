@@ -78,6 +78,18 @@ def settle(call: Call, entry_id: int, cost: str) -> None:
 # ------------------------------------------------------------------------------
 # Budgets: check and reserve
 # ------------------------------------------------------------------------------
+def test_a_refusal_shows_tiny_amounts_exactly(run):
+    budget(run.project, "0.00002")
+    first = agent_call(run, estimate="0.000001")
+    settle(first, call_verdict(first).entry_id, "0.000049")
+
+    blocked = call_verdict(agent_call(run, estimate="0.000003"))
+
+    assert blocked.outcome == "blocked"
+    assert "Budget 'Daily': $0.000049 of $0.00002 used or reserved" in blocked.hit.reason
+    assert "this call may cost $0.000003." in blocked.hit.reason
+
+
 def test_a_second_reservation_is_blocked_while_the_first_holds_the_budget(run):
     budget(run.project, "1.00")
 
@@ -86,8 +98,8 @@ def test_a_second_reservation_is_blocked_while_the_first_holds_the_budget(run):
 
     assert first.allowed
     assert second.outcome == "blocked"
-    assert "Budget 'Daily': $0.6000 of $1.0 used or reserved" in second.hit.reason
-    assert "this call may cost $0.6000" in second.hit.reason
+    assert "Budget 'Daily': $0.60 of $1.00 used or reserved" in second.hit.reason
+    assert "this call may cost $0.60" in second.hit.reason
     entry = SpendEntry.objects.get()
     assert (entry.pk, entry.status, entry.reserved_usd) == (first.entry_id, EntryStatus.RESERVED, USD("0.60"))
     assert (entry.run_id, entry.agent.slug, entry.provider, entry.model) == (run.pk, "writer", "echo", "echo-1")
@@ -268,7 +280,7 @@ def test_a_run_ceiling_counts_the_runs_reservations_and_settled_calls(run, catal
     after_settle = call_verdict(agent_call(run, estimate="0.60"))
 
     assert blocked.outcome == "blocked"
-    assert blocked.hit.reason == "Run ceiling 'Per run': the run has used $0.6000 of $1; this call may cost $0.6000."
+    assert blocked.hit.reason == "Run ceiling 'Per run': the run has used $0.60 of $1.00; this call may cost $0.60."
     assert elsewhere.allowed  # a ceiling is per run
     assert after_settle.allowed
 
@@ -361,7 +373,7 @@ def test_an_approval_rule_by_cost_asks_for_expensive_agent_calls_only(run):
     assert cheap.allowed
     assert dear.outcome == "approval"
     assert dear.hit.role == "owner"
-    assert dear.hit.reason == "The call may cost up to $0.5000; 'Dear' asks from $0.5."
+    assert dear.hit.reason == "The call may cost up to $0.50; 'Dear' asks from $0.50."
 
 
 def test_a_tools_own_approval_flag_asks_with_no_policy(run):

@@ -35,9 +35,19 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
     location=OpenApiParameter.HEADER,
     required=False,
-    description="Repeat a request with the same key to get the same run back (200) instead of a new one.",
+    description=(
+        "Repeat a request with the same key to get the same run back (200) instead of a new one; "
+        "the same key with a different request is refused (422)."
+    ),
 )
 CONFLICT = {409: OpenApiResponse(description="The run is not in a state that allows this.")}
+# What a run-creating request may be refused with besides bad input.
+REFUSED = {
+    422: OpenApiResponse(
+        description="An exhausted budget refused the run, or the Idempotency-Key was used for a different request."
+    ),
+    429: OpenApiResponse(description="A rate limit refused the run; Retry-After says when to try again."),
+}
 
 
 class RunCursorPagination(CursorPagination):
@@ -50,6 +60,10 @@ class RunCursorPagination(CursorPagination):
 
 def _conflict(exc: services.TransitionRefused) -> Conflict:
     return Conflict(str(exc))
+
+
+def idempotency_key_of(request) -> str:
+    return request.headers.get("Idempotency-Key", "")[:200]
 
 
 def start_response(run: Run, created: bool, request) -> Response:
@@ -86,7 +100,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         summary="Start a run of a workflow's latest published version, or of a given version",
         request=RunCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
     )
     def create(self, request):
         payload = RunCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -100,7 +114,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             inputs=data["inputs"],
             user=request.user,
             trigger=Trigger.API,
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            idempotency_key=idempotency_key_of(request),
             title=data["title"],
             priority=data["priority"],
             api_key=api_key_of(request),
@@ -124,7 +138,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     @extend_schema(
         summary="Retry a failed or cancelled run, reusing the outputs of its succeeded steps",
         request=RunRetrySerializer,
-        responses={201: RunDetailSerializer, **CONFLICT},
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **CONFLICT, **REFUSED},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
@@ -132,12 +147,16 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         payload = RunRetrySerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            retry = services.run_retry(
-                run=run, user=request.user, inputs=payload.validated_data.get("inputs"), api_key=api_key_of(request)
+            retry, created = services.run_retry(
+                run=run,
+                user=request.user,
+                inputs=payload.validated_data.get("inputs"),
+                api_key=api_key_of(request),
+                idempotency_key=idempotency_key_of(request),
             )
         except services.TransitionRefused as exc:
             raise _conflict(exc) from None
-        return start_response(retry, True, request)
+        return start_response(retry, created, request)
 
     @extend_schema(summary="The run's steps", responses=RunStepSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
@@ -205,7 +224,7 @@ class WorkflowRunView(APIView):
         summary="Start a run of this workflow",
         request=RunFromWorkflowSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
         tags=["runs"],
     )
     def post(self, request, pk):
@@ -223,7 +242,7 @@ class WorkflowRunView(APIView):
             inputs=data["inputs"],
             user=request.user,
             trigger=Trigger.API,
-            idempotency_key=request.headers.get("Idempotency-Key", "")[:200],
+            idempotency_key=idempotency_key_of(request),
             title=data["title"],
             api_key=api_key_of(request),
         )
@@ -236,7 +255,8 @@ class AgentStartTaskView(APIView):
     @extend_schema(
         summary="Start a one-step task run of this agent",
         request=StartTaskSerializer,
-        responses={201: RunDetailSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
         tags=["tasks"],
     )
     def post(self, request, pk):
@@ -244,8 +264,14 @@ class AgentStartTaskView(APIView):
         _require(request, agent.project_id, Role.DEVELOPER)
         payload = StartTaskSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        run = services.task_start(agent=agent, user=request.user, api_key=api_key_of(request), **payload.validated_data)
-        return start_response(run, True, request)
+        run, created = services.task_start(
+            agent=agent,
+            user=request.user,
+            api_key=api_key_of(request),
+            idempotency_key=idempotency_key_of(request),
+            **payload.validated_data,
+        )
+        return start_response(run, created, request)
 
 
 @extend_schema_view(

@@ -312,6 +312,44 @@ def test_a_repeated_idempotency_key_returns_the_same_run(team, workflow):
     assert Run.objects.get().idempotency_key == "abc"
 
 
+def test_a_reused_idempotency_key_with_a_different_body_is_422(team, workflow, catalog):
+    client = team.client(Role.DEVELOPER)
+    first = client.post(RUNS, {"workflow": str(workflow.pk), "inputs": {"name": "Ada"}}, HTTP_IDEMPOTENCY_KEY="abc")
+    other = make_workflow(catalog.project, slug="other")
+
+    changed_inputs = client.post(
+        RUNS, {"workflow": str(workflow.pk), "inputs": {"name": "Bob"}}, HTTP_IDEMPOTENCY_KEY="abc"
+    )
+    changed_workflow = client.post(
+        RUNS, {"workflow": str(other.pk), "inputs": {"name": "Ada"}}, HTTP_IDEMPOTENCY_KEY="abc"
+    )
+
+    for response in (changed_inputs, changed_workflow):
+        body = assert_error(response, 422)
+        assert body["code"] == "idempotency_key_reused"
+        assert "different request" in body["errors"]["idempotency_key"][0]
+        assert first.json()["id"] in body["message"]
+    assert Run.objects.count() == 1
+
+
+def test_a_repeated_idempotency_key_on_the_workflow_shortcut_and_start_task(team, workflow, catalog):
+    client = team.client(Role.DEVELOPER)
+    url = f"/api/v1/workflows/{workflow.pk}/run"
+    first = client.post(url, {"inputs": {"name": "Ada"}}, HTTP_IDEMPOTENCY_KEY="wf")
+    again = client.post(url, {"inputs": {"name": "Ada"}}, HTTP_IDEMPOTENCY_KEY="wf")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert client.post(url, {"inputs": {"name": "Bob"}}, HTTP_IDEMPOTENCY_KEY="wf").status_code == 422
+
+    task_url = start_task_url(catalog.writer)
+    task = client.post(task_url, {"title": "Write"}, HTTP_IDEMPOTENCY_KEY="task")
+    task_again = client.post(task_url, {"title": "Write"}, HTTP_IDEMPOTENCY_KEY="task")
+    assert (task.status_code, task_again.status_code) == (201, 200)
+    assert task.json()["id"] == task_again.json()["id"]
+    assert client.post(task_url, {"title": "Other"}, HTTP_IDEMPOTENCY_KEY="task").status_code == 422
+    assert Run.objects.count() == 2
+
+
 # ------------------------------------------------------------------------------
 # Read one run, its steps and its events
 # ------------------------------------------------------------------------------
@@ -412,6 +450,18 @@ def test_retrying_with_new_inputs(team, failed):
     response = team.client(Role.DEVELOPER).post(run_url(failed, "/retry"), {"inputs": {"name": "Bob"}})
     assert response.status_code == 201
     assert Run.objects.get(parent=failed).inputs == {"name": "Bob"}
+
+
+def test_a_repeated_idempotency_key_on_retry_returns_the_first_retry(team, failed):
+    client = team.client(Role.DEVELOPER)
+    first = client.post(run_url(failed, "/retry"), {"inputs": {"name": "Bob"}}, HTTP_IDEMPOTENCY_KEY="r-1")
+    again = client.post(run_url(failed, "/retry"), {"inputs": {"name": "Bob"}}, HTTP_IDEMPOTENCY_KEY="r-1")
+    reused = client.post(run_url(failed, "/retry"), {"inputs": {"name": "Cy"}}, HTTP_IDEMPOTENCY_KEY="r-1")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert assert_error(reused, 422)["code"] == "idempotency_key_reused"
+    assert Run.objects.filter(parent=failed).count() == 1
 
 
 def test_retrying_with_inputs_that_do_not_match_the_schema_is_400(team, failed):
@@ -581,7 +631,7 @@ def test_a_task_needs_a_title(team, catalog):
 
 @pytest.mark.parametrize("who", WHO)
 def test_the_task_list_shows_only_task_runs_of_the_callers_projects(team, catalog, run, who):
-    task = services.task_start(agent=catalog.writer, user=team.members[Role.OWNER], title="Mine")
+    task, _ = services.task_start(agent=catalog.writer, user=team.members[Role.OWNER], title="Mine")
     response = team.client(who).get(TASKS)
     assert ids(response) == ([] if who == "outsider" else [str(task.pk)])
 
@@ -589,7 +639,7 @@ def test_the_task_list_shows_only_task_runs_of_the_callers_projects(team, catalo
 def test_the_task_list_filters_by_agent(team, catalog):
     owner = team.members[Role.OWNER]
     services.task_start(agent=catalog.writer, user=owner, title="w")
-    helper = services.task_start(agent=catalog.helper, user=owner, title="h")
+    helper, _ = services.task_start(agent=catalog.helper, user=owner, title="h")
     response = team.client(Role.VIEWER).get(TASKS, {"agent": str(catalog.helper.pk)})
     assert ids(response) == [str(helper.pk)]
 
@@ -597,5 +647,5 @@ def test_the_task_list_filters_by_agent(team, catalog):
 def test_the_task_list_searches_titles(team, catalog):
     owner = team.members[Role.OWNER]
     services.task_start(agent=catalog.writer, user=owner, title="Write a poem")
-    essay = services.task_start(agent=catalog.writer, user=owner, title="Write an essay")
+    essay, _ = services.task_start(agent=catalog.writer, user=owner, title="Write an essay")
     assert ids(team.client(Role.VIEWER).get(TASKS, {"search": "essay"})) == [str(essay.pk)]

@@ -79,7 +79,7 @@ def test_trigger(workflow):
 
 def test_parent(workflow):
     failed = bare_run(workflow, status=RunStatus.FAILED)
-    retry = services.run_retry(run=failed)
+    retry, _ = services.run_retry(run=failed)
     assert runs(parent=str(failed.pk)) == {retry}
 
 
@@ -97,7 +97,7 @@ def test_queued_after_includes_the_instant_and_queued_before_excludes_it(workflo
 
 def test_agent_selects_its_tasks(team, catalog, workflow):
     owner = team.members[Role.OWNER]
-    writer_task = services.task_start(agent=catalog.writer, user=owner, title="w")
+    writer_task, _ = services.task_start(agent=catalog.writer, user=owner, title="w")
     services.task_start(agent=catalog.helper, user=owner, title="h")
     bare_run(workflow)
     assert runs(agent=str(catalog.writer.pk)) == {writer_task}

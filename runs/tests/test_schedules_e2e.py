@@ -137,7 +137,7 @@ def echo_workflow(project):
         name="Minutely",
         slug="minutely",
         definition={"steps": [{"key": "say", "kind": "agent", "agent": "echo", "prompt": "tick {{ inputs.topic }}"}]},
-        input_schema={"type": "object", "properties": {"topic": {"type": "string"}}},
+        input_schema={"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]},
         publish=True,
     )
 

@@ -131,12 +131,31 @@ def test_run_start_refuses_a_version_of_another_workflow(workflow, catalog):
 
 def test_run_start_returns_the_first_run_for_a_repeated_idempotency_key(workflow):
     first, created = services.run_start(workflow=workflow, inputs={"name": "Ada"}, idempotency_key="k-1")
-    again, created_again = services.run_start(workflow=workflow, inputs={"name": "Bob"}, idempotency_key="k-1")
+    again, created_again = services.run_start(workflow=workflow, inputs={"name": "Ada"}, idempotency_key="k-1")
 
     assert (created, created_again) == (True, False)
     assert again.pk == first.pk
     assert Run.objects.count() == 1
+
+
+def test_run_start_refuses_a_reused_idempotency_key_with_different_inputs(workflow):
+    first, _ = services.run_start(workflow=workflow, inputs={"name": "Ada"}, idempotency_key="k-1")
+
+    with pytest.raises(services.IdempotencyKeyReused) as caught:
+        services.run_start(workflow=workflow, inputs={"name": "Bob"}, idempotency_key="k-1")
+
+    assert caught.value.run == first
+    assert Run.objects.count() == 1
     assert reload(first).inputs == {"name": "Ada"}
+
+
+def test_a_run_stored_before_fingerprints_replays_for_any_request(workflow):
+    first, _ = services.run_start(workflow=workflow, inputs={"name": "Ada"}, idempotency_key="k-1")
+    Run.objects.filter(pk=first.pk).update(request_fingerprint="")
+
+    again, created = services.run_start(workflow=workflow, inputs={"name": "Bob"}, idempotency_key="k-1")
+
+    assert (again.pk, created) == (first.pk, False)
 
 
 def test_an_idempotency_key_is_per_project(workflow, team):
@@ -248,7 +267,7 @@ def failed(engine, catalog) -> Run:
 def test_retry_reuses_succeeded_steps_and_runs_the_failed_one_again(failed, team):
     user = team.members[Role.DEVELOPER]
 
-    retry = reload(services.run_retry(run=failed, user=user, inputs={"expr": "6*7"}))
+    retry = reload(services.run_retry(run=failed, user=user, inputs={"expr": "6*7"})[0])
 
     assert (retry.trigger, retry.parent, retry.workflow_version, retry.created_by) == (
         Trigger.RETRY,
@@ -272,7 +291,11 @@ def test_retry_reuses_succeeded_steps_and_runs_the_failed_one_again(failed, team
 
 
 def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, catalog):
-    schema = {"type": "object", "properties": {"expr": {"type": "string"}, "last": {"type": "string"}}}
+    schema = {
+        "type": "object",
+        "properties": {"expr": {"type": "string"}, "last": {"type": "string"}},
+        "required": ["expr", "last"],
+    }
     workflow = make_workflow(
         catalog.project,
         tool_step("n"),
@@ -285,7 +308,7 @@ def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, cat
     failed = reload(start(workflow, {"expr": "6*3", "last": "1/0"}))
     assert (failed.status, step_of(failed, "small").status) == (RunStatus.FAILED, StepStatus.SKIPPED)
 
-    retry = reload(services.run_retry(run=failed, inputs={"expr": "6*3", "last": "1"}))
+    retry = reload(services.run_retry(run=failed, inputs={"expr": "6*3", "last": "1"})[0])
 
     assert retry.status == RunStatus.SUCCEEDED
     assert statuses(retry) == {
@@ -301,7 +324,7 @@ def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, cat
 
 
 def test_retry_keeps_the_failed_runs_inputs_by_default(failed):
-    retry = reload(services.run_retry(run=failed))
+    retry = reload(services.run_retry(run=failed)[0])
 
     assert retry.inputs == {"expr": "1/0"}
     assert retry.status == RunStatus.FAILED
@@ -328,7 +351,7 @@ def test_retry_with_inputs_that_do_not_match_the_schema_is_refused(failed):
 
 def test_a_cancelled_run_can_be_retried(waiting):
     services.run_cancel(run=waiting)
-    retry = services.run_retry(run=reload(waiting))
+    retry, _ = services.run_retry(run=reload(waiting))
 
     retry = reload(retry)
     assert retry.status == RunStatus.WAITING_APPROVAL
@@ -410,8 +433,8 @@ def test_a_rejection_records_who_and_why(catalog, team):
 def test_a_task_is_a_one_step_run_of_a_hidden_workflow_made_once(catalog, team):
     user = team.members[Role.DEVELOPER]
 
-    one = services.task_start(agent=catalog.writer, user=user, title="Write", description="Briefly", priority=4)
-    two = services.task_start(agent=catalog.writer, user=user, title="Again")
+    one, _ = services.task_start(agent=catalog.writer, user=user, title="Write", description="Briefly", priority=4)
+    two, _ = services.task_start(agent=catalog.writer, user=user, title="Again")
 
     assert one.workflow_id == two.workflow_id
     assert Workflow.objects.filter(project=team.project, slug="task-writer").count() == 1
@@ -422,7 +445,7 @@ def test_a_task_is_a_one_step_run_of_a_hidden_workflow_made_once(catalog, team):
 
 
 def test_a_task_runs_its_agent_on_the_title_and_description(engine, catalog, team):
-    run = services.task_start(agent=catalog.writer, user=team.members["owner"], title="Write", description="Briefly")
+    run, _ = services.task_start(agent=catalog.writer, user=team.members["owner"], title="Write", description="Briefly")
 
     run = reload(run)
     assert run.status == RunStatus.SUCCEEDED

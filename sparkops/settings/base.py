@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as default_cors_headers
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -156,6 +157,9 @@ SPARKOPS_REGISTRATION_OPEN = env.bool("SPARKOPS_REGISTRATION_OPEN", default=True
 SPARKOPS_LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("SPARKOPS_LOGIN_MAX_FAILURES_PER_ACCOUNT", default=5)
 SPARKOPS_LOGIN_MAX_FAILURES_PER_CLIENT = env.int("SPARKOPS_LOGIN_MAX_FAILURES_PER_CLIENT", default=20)
 SPARKOPS_LOGIN_LOCKOUT_SECONDS = env.int("SPARKOPS_LOGIN_LOCKOUT_SECONDS", default=900)
+# Reverse proxies (CIDRs) whose X-Forwarded-For is believed: the login lockout, throttles and the
+# metrics network check then see the client's address instead of the proxy's. Empty: none.
+SPARKOPS_TRUSTED_PROXIES = env.list("SPARKOPS_TRUSTED_PROXIES", default=[])
 SPARKOPS_REFRESH_COOKIE_NAME = "sparkops_refresh"
 SPARKOPS_REFRESH_COOKIE_SECURE = env.bool("SPARKOPS_REFRESH_COOKIE_SECURE", default=True)
 SPARKOPS_REFRESH_COOKIE_PATH = "/api/v1/auth/"
@@ -236,6 +240,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = SPARKOPS_MAX_REQUEST_BODY_BYTES
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:3000"])
 CORS_ALLOW_CREDENTIALS = True  # only ever for the origins listed above
 CORS_URLS_REGEX = r"^/(api|health).*$"
+# Beyond the defaults, the request headers the API reads (an API key, the idempotency key of a
+# run) and the response header a browser client must see to back off from a 429 or 503.
+CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key")
+CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # ------------------------------------------------------------------------------
 # Static files (served by the app itself through whitenoise)

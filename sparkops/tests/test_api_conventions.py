@@ -88,6 +88,25 @@ def test_cors_allows_the_configured_frontend_with_credentials(api_client):
     assert response["Access-Control-Allow-Credentials"] == "true"
 
 
+def test_cors_preflight_allows_the_headers_the_api_reads(api_client):
+    response = api_client.options(
+        "/api/v1/runs",
+        HTTP_ORIGIN="http://localhost:3000",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type, idempotency-key, x-api-key",
+    )
+    assert response.status_code == 200
+    allowed = {name.strip() for name in response["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type", "idempotency-key", "x-api-key"} <= allowed
+
+
+@pytest.mark.django_db
+def test_cors_exposes_retry_after_to_the_frontend(api_client):
+    response = api_client.get("/api/v1/runs", HTTP_ORIGIN="http://localhost:3000")
+    assert response["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "retry-after" in response["Access-Control-Expose-Headers"].lower()
+
+
 def test_cors_ignores_other_origins(api_client):
     response = api_client.options(
         "/api/v1/auth/login", HTTP_ORIGIN="http://evil.example", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST"

@@ -1,4 +1,5 @@
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -10,6 +11,7 @@ from policies.choices import EntryStatus, PolicyAction, PolicyKind
 from policies.models import Policy, PolicyDecision, SpendEntry
 from projects.models import Membership, Project
 from runs import schedules
+from runs import services as run_services
 from runs.models import Run, Schedule
 from runs.tests.factories import echo_price
 from sparkops.roles import Role
@@ -68,6 +70,20 @@ def test_seed_demo_refuses_to_run_with_debug_off_unless_forced(settings):
 
 
 @pytest.mark.django_db
+def test_seed_demo_sets_the_given_password_on_existing_demo_users(settings):
+    settings.DEBUG = True
+    call_command("seed_demo")
+    out = StringIO()
+    call_command("seed_demo", "--password", "a-new-demo-pass", stdout=out)
+    for email in ("demo@sparkops.local", "dev@sparkops.local"):
+        assert User.objects.get(email=email).check_password("a-new-demo-pass")
+    assert "password set for demo@sparkops.local" in out.getvalue()
+    # Without --password a second run leaves the password alone.
+    call_command("seed_demo")
+    assert User.objects.get(email="demo@sparkops.local").check_password("a-new-demo-pass")
+
+
+@pytest.mark.django_db
 def test_createsuperuser_takes_email_and_password_from_the_environment(monkeypatch):
     monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "Root@Example.com")
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "a-long-root-password")
@@ -102,6 +118,21 @@ def test_seed_demo_runs_complete_on_the_echo_provider(engine_inline, settings):
     shallow = Run.objects.get(workflow__slug="review", workflow__project__slug="demo-research", inputs__depth=1)
     assert shallow.status == "succeeded"
     assert shallow.steps.get(key="draft").status == "skipped"
+
+
+def test_the_review_demo_runs_on_inputs_its_schema_accepts(engine_inline, settings):
+    settings.DEBUG = True
+    echo_price()
+    call_command("seed_demo")
+    workflow = Workflow.objects.get(slug="review", project__slug="demo-research")
+
+    owner = User.objects.get(email="demo@sparkops.local")
+    run, _ = run_services.run_start(workflow=workflow, inputs={"topic": "wind"}, user=owner)
+
+    run.refresh_from_db()
+    # Without depth the demo takes the default of 3 (30 on the calculator): the long report.
+    assert run.status == "waiting_approval", run.error
+    assert run.steps.get(key="numbers").output == 30
 
 
 def test_the_demo_schedule_runs_under_the_demo_policies(engine_inline, settings):

@@ -94,6 +94,18 @@ def test_a_request_through_a_proxy_needs_the_token_even_from_an_allowed_address(
     assert scrape(REMOTE_ADDR="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", **{header: OUTSIDE}).status_code == 200
 
 
+def test_behind_a_trusted_proxy_the_forwarded_client_is_checked_against_the_networks(db, token, settings):
+    settings.SPARKOPS_TRUSTED_PROXIES = ["10.9.0.0/16"]
+    settings.SPARKOPS_METRICS_ALLOWED_NETWORKS = ["192.0.2.0/24"]
+    assert scrape(REMOTE_ADDR="10.9.0.2", HTTP_X_FORWARDED_FOR="192.0.2.5").status_code == 200
+    # The client's own claim at the front of the header counts for nothing.
+    assert scrape(REMOTE_ADDR="10.9.0.2", HTTP_X_FORWARDED_FOR="192.0.2.5, " + OUTSIDE).status_code == 403
+    # A trusted proxy that does not say who asked vouches for no one.
+    assert scrape(REMOTE_ADDR="10.9.0.2").status_code == 403
+    # Only a trusted peer's header is read.
+    assert scrape(REMOTE_ADDR=OUTSIDE, HTTP_X_FORWARDED_FOR="192.0.2.5").status_code == 403
+
+
 def test_a_malformed_network_setting_is_reported_as_a_configuration_error(db, settings):
     settings.SPARKOPS_METRICS_ALLOWED_NETWORKS = ["localhost"]
 

@@ -320,6 +320,40 @@ def test_it_rejects_a_template_naming_an_unknown_input():
     assert errors == {"a": ["input.q: unknown input 'subject'; the input schema's properties are: topic."]}
 
 
+OPTIONAL_DEPTH = {
+    "type": "object",
+    "properties": {"topic": {"type": "string"}, "depth": {"type": "integer", "default": 3}},
+    "required": ["topic"],
+}
+
+
+def test_it_rejects_a_template_reading_an_optional_input_with_no_default():
+    errors = step_errors(tool_step("a", input={"q": "{{ inputs.depth }} * 10"}), input_schema=OPTIONAL_DEPTH)
+    assert list(errors) == ["a"]
+    assert errors["a"][0].startswith("input.q: input 'depth' is optional, so a run may leave it out;")
+    assert "{{ inputs.depth | default(...) }}" in errors["a"][0]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ inputs.depth | default(3) }}",
+        "{{ inputs['depth'] | d(3) }}",
+        "{% if inputs.depth is defined %}{{ inputs.depth }}{% endif %}",
+        "{{ inputs.depth if 'depth' in inputs else 3 }}",
+        "{% if inputs.depth is undefined %}3{% else %}{{ inputs.depth }}{% endif %}",
+    ],
+)
+def test_an_optional_input_may_be_read_with_a_default_or_after_a_test(template):
+    assert errors_of(definition(agent_step("a", prompt=template)), input_schema=OPTIONAL_DEPTH) == {}
+
+
+def test_a_default_on_another_input_does_not_cover_an_optional_one():
+    template = "{{ inputs.topic | default('x') }} {{ inputs.depth }}"
+    errors = step_errors(agent_step("a", prompt=template), input_schema=OPTIONAL_DEPTH)
+    assert "input 'depth' is optional" in errors["a"][0]
+
+
 def test_it_says_when_the_input_schema_declares_no_inputs():
     errors = step_errors(agent_step("a"), input_schema={"type": "object"})
     assert errors == {"a": ["prompt: unknown input 'topic'; the input schema's properties are: none."]}
@@ -575,7 +609,7 @@ def _read_an_ancestor(draw, step: dict, value: dict) -> None:
         step["prompt"] += " {{ steps." + draw(st.sampled_from(ancestors)) + ".output }}"
 
 
-INPUT_ONLY = {"type": "object", "properties": {"topic": {"type": "string"}}}
+INPUT_ONLY = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
 
 
 @given(dags())

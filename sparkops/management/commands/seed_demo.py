@@ -44,7 +44,10 @@ DEMO_TOOLS = [
 ]
 TOPIC_SCHEMA = {
     "type": "object",
-    "properties": {"topic": {"type": "string"}, "depth": {"type": "integer", "minimum": 1, "maximum": 10}},
+    "properties": {
+        "topic": {"type": "string"},
+        "depth": {"type": "integer", "minimum": 1, "maximum": 10, "description": "3 when not given."},
+    },
     "required": ["topic"],
 }
 DEMO_WORKFLOWS = [
@@ -78,7 +81,8 @@ DEMO_WORKFLOWS = [
                 "key": "numbers",
                 "kind": "tool",
                 "tool": "calculator",
-                "input": {"expression": "{{ inputs.depth }} * 10"},
+                # depth is optional: a run without it takes the default depth of 3.
+                "input": {"expression": "{{ inputs.depth | default(3) }} * 10"},
             },
             {
                 "key": "deep",
@@ -145,9 +149,12 @@ class Command(BaseCommand):
     def handle(self, *args, password=None, force=False, **options):
         if not settings.DEBUG and not force:
             raise CommandError("Refusing to create demo accounts with DEBUG off; pass --force if you mean it.")
+        # Only a password given on the command line replaces an existing user's: the environment's
+        # and the fixed one are for a first seed, not for resetting a password changed since.
+        reset = password is not None
         password = password or settings.SPARKOPS_DEMO_PASSWORD or DEMO_PASSWORD_DEFAULT
-        owner = self._user(OWNER_EMAIL, "Demo Owner", password, staff=True)
-        second = self._user(SECOND_EMAIL, "Demo Developer", password, staff=False)
+        owner = self._user(OWNER_EMAIL, "Demo Owner", password, staff=True, reset=reset)
+        second = self._user(SECOND_EMAIL, "Demo Developer", password, staff=False, reset=reset)
         for slug, name, description in PROJECTS:
             project = Project.objects.filter(slug=slug).first()
             if project is None:
@@ -161,13 +168,17 @@ class Command(BaseCommand):
         self._schedule(demo, owner)
         self.stdout.write(self.style.SUCCESS(f"demo ready: log in as {OWNER_EMAIL} or {SECOND_EMAIL}"))
 
-    def _user(self, email: str, name: str, password: str, *, staff: bool) -> User:
+    def _user(self, email: str, name: str, password: str, *, staff: bool, reset: bool) -> User:
         user = User.objects.filter(email=email).first()
         if user is None:
             user = User.objects.create_user(
                 email=email, password=password, name=name, is_staff=staff, is_superuser=staff
             )
             self.stdout.write(f"created user {email}")
+        elif reset:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+            self.stdout.write(f"password set for {email}")
         return user
 
     def _catalog(self, project: Project) -> None:
