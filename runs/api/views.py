@@ -38,6 +38,11 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     description="Repeat a request with the same key to get the same run back (200) instead of a new one.",
 )
 CONFLICT = {409: OpenApiResponse(description="The run is not in a state that allows this.")}
+# Every way of starting a run goes through policy admission (runs/admission.py).
+ADMISSION = {
+    422: OpenApiResponse(description="A policy refused the run, e.g. the budget is spent."),
+    429: OpenApiResponse(description="A rate-limit policy refused the run; retry after Retry-After seconds."),
+}
 
 
 class RunCursorPagination(CursorPagination):
@@ -86,7 +91,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         summary="Start a run of a workflow's latest published version, or of a given version",
         request=RunCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **ADMISSION},
     )
     def create(self, request):
         payload = RunCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -124,7 +129,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     @extend_schema(
         summary="Retry a failed or cancelled run, reusing the outputs of its succeeded steps",
         request=RunRetrySerializer,
-        responses={201: RunDetailSerializer, **CONFLICT},
+        responses={201: RunDetailSerializer, **CONFLICT, **ADMISSION},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
@@ -205,7 +210,7 @@ class WorkflowRunView(APIView):
         summary="Start a run of this workflow",
         request=RunFromWorkflowSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer},
+        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **ADMISSION},
         tags=["runs"],
     )
     def post(self, request, pk):
@@ -236,7 +241,7 @@ class AgentStartTaskView(APIView):
     @extend_schema(
         summary="Start a one-step task run of this agent",
         request=StartTaskSerializer,
-        responses={201: RunDetailSerializer},
+        responses={201: RunDetailSerializer, **ADMISSION},
         tags=["tasks"],
     )
     def post(self, request, pk):

@@ -105,3 +105,18 @@ def test_query_numbers_declare_the_range_the_api_accepts(schema):
     assert next(p for p in preview if p["name"] == "n")["schema"] == {"type": "integer", "minimum": 1, "maximum": 100}
     diff = schema["paths"]["/api/v1/workflows/{id}/diff/"]["get"]["parameters"]
     assert {p["name"]: p["schema"].get("minimum") for p in diff if p["in"] == "query"} == {"from": 1, "to": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/api/v1/runs/", "post"),
+        ("/api/v1/runs/{id}/retry/", "post"),
+        ("/api/v1/workflows/{id}/run/", "post"),
+        ("/api/v1/agents/{id}/start-task/", "post"),
+    ],
+)
+def test_every_way_to_start_a_run_documents_policy_refusals(schema, path, method):
+    responses = schema["paths"][path][method]["responses"]
+    assert {"422", "429"} <= set(responses)
+    assert responses["429"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
