@@ -72,7 +72,7 @@ def _refresh_from(request) -> tuple[str, bool]:
         return raw, False
     raw = request.COOKIES.get(settings.SPARKOPS_REFRESH_COOKIE_NAME)
     if not raw:
-        raise exceptions.ValidationError({"refresh": "Send a refresh token in the body or the refresh cookie."})
+        raise exceptions.ValidationError({"refresh": ["Send a refresh token in the body or the refresh cookie."]})
     return raw, True
 
 

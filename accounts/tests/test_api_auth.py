@@ -386,6 +386,14 @@ def test_refresh_rotates_the_refresh_token():
     assert refresh(new["refresh"]).status_code == 200
 
 
+@pytest.mark.parametrize("path", [REFRESH, LOGOUT])
+def test_a_missing_refresh_token_is_a_field_error_list_like_every_other(path):
+    response = client_for().post(path, {}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"refresh": ["Send a refresh token in the body or the refresh cookie."]}
+
+
 def test_it_refuses_a_reused_refresh_token():
     old = tokens_of(UserFactory())["refresh"]
     assert refresh(old).status_code == 200

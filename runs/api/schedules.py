@@ -149,7 +149,13 @@ class ScheduleViewSet(ProjectScopedViewSet):
 
     @extend_schema(
         summary="The next N fire times, in the schedule's timezone and in UTC",
-        parameters=[OpenApiParameter("n", int, description=f"How many (1-{MAX_PREVIEW}, default 10).")],
+        parameters=[
+            OpenApiParameter(
+                "n",
+                {"type": "integer", "minimum": 1, "maximum": MAX_PREVIEW},
+                description=f"How many (1-{MAX_PREVIEW}, default 10).",
+            )
+        ],
         responses=PreviewSerializer,
     )
     @action(detail=True, methods=["get"], filterset_class=None)

@@ -7,8 +7,8 @@ from ..models import Run, RunEvent, RunStep
 
 
 class RunStepSerializer(serializers.ModelSerializer):
-    agent = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    tool = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    agent = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    tool = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
 
     class Meta:
         model = RunStep
@@ -137,7 +137,7 @@ class DecisionSerializer(serializers.Serializer):
 
 
 class RunEventSerializer(serializers.ModelSerializer):
-    step = serializers.SlugRelatedField(slug_field="key", read_only=True)
+    step = serializers.SlugRelatedField(slug_field="key", read_only=True, allow_null=True)
 
     class Meta:
         model = RunEvent

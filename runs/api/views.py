@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status
@@ -288,7 +289,10 @@ class TaskViewSet(mixins.ListModelMixin, ProjectScopedGenericViewSet):
 
 
 def _scoped_get(request, model, pk):
-    obj = model.objects.filter(pk=pk).first()
+    try:
+        obj = model.objects.filter(pk=pk).first()
+    except DjangoValidationError:  # the route's pattern lets through strings that are no UUID
+        obj = None
     if obj is None or role_in(request, obj.project_id) is None:
         raise exceptions.NotFound()
     return obj

@@ -589,6 +589,13 @@ def test_running_an_unknown_workflow_is_404(team):
     assert_error(team.client(Role.OWNER).post(f"/api/v1/workflows/{uuid.uuid4()}/run", {}), 404)
 
 
+@pytest.mark.parametrize("path", ["/api/v1/workflows/{id}/run", "/api/v1/agents/{id}/start-task"])
+def test_an_id_that_is_no_uuid_is_404_not_400(team, path):
+    # The route accepts 36 hex digits and dashes; not every such string is a UUID.
+    not_a_uuid = "E49bC5226d0ED10--E83052Bd19b36031F04"
+    assert_error(team.client(Role.OWNER).post(path.format(id=not_a_uuid), {"title": "t"}), 404)
+
+
 # ------------------------------------------------------------------------------
 # Agent tasks: POST /agents/{id}/start-task and GET /tasks
 # ------------------------------------------------------------------------------

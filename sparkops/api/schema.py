@@ -1,4 +1,13 @@
-"""Documents the error responses every endpoint can give, in the one shape they all share."""
+"""Documents the error responses every endpoint can give, in the one shape they all share.
+
+Which codes an operation can answer follows from its shape, not from a list kept by hand: a
+body can be invalid or too large, a query can hold an invalid filter or name an unknown project
+or page, a path names an object that may not exist (or be in another project), a delete can be
+refused by a rule of the object's state, and a throttled view can answer 429.
+"""
+
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import serializers
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -23,19 +32,47 @@ DESCRIPTIONS = {
     "404": "Not found, or in a project you are not a member of.",
     "409": "The object's current state does not allow this (e.g. cancelling a finished run).",
     "413": "Request body too large.",
+    "429": "Too many requests; retry after the Retry-After header's seconds.",
 }
+THROTTLED = "x-sparkops-throttled"  # set by ErrorAutoSchema, read (and removed) by the hook
 ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 
 
 def _error_codes(path: str, method: str, operation: dict) -> list[str]:
     codes = []
+    query = [p for p in operation.get("parameters", []) if p.get("in") == "query"]
     if method in ("post", "put", "patch"):
         codes += ["400", "413"]
+    if query:
+        codes.append("400")  # a filter or page value of the wrong type
     if any(requirement for requirement in operation.get("security", [])):
         codes += ["401", "403"]
-    if "{" in path:
-        codes.append("404")
+    if "{" in path or any(p["name"] in ("project", "page") for p in query):
+        codes.append("404")  # the object, the filtered project or the page does not exist for you
+    if method == "delete":
+        codes += ["400", "409"]  # a rule refuses it (the last owner, a workflow with runs)
+    if operation.pop(THROTTLED, False):
+        codes.append("429")
     return codes
+
+
+class ErrorAutoSchema(AutoSchema):
+    """Marks operations of throttled views, which only the view knows, for add_error_responses,
+    and says what the JSON documents we accept are."""
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction == "request" and isinstance(field, serializers.JSONField) and not field.allow_null:
+            # Every JSON document the API takes (configs, definitions, inputs, JSON Schemas) is an
+            # object; left untyped, the schema would promise that null or a bare string is valid.
+            schema = {"type": "object", "additionalProperties": {}, **schema}
+        return schema
+
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        if operation is not None and getattr(self.view, "throttle_classes", None):
+            operation[THROTTLED] = True
+        return operation
 
 
 def add_error_responses(result, generator, request, public):

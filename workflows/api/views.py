@@ -134,8 +134,12 @@ class WorkflowViewSet(ProjectScopedViewSet):
     @extend_schema(
         summary="Compare two versions: steps added, removed and changed, and a text diff",
         parameters=[
-            OpenApiParameter("from", OpenApiTypes.INT, required=True, description="The older version, e.g. 1."),
-            OpenApiParameter("to", OpenApiTypes.INT, required=True, description="The newer version, e.g. 2."),
+            OpenApiParameter(
+                "from", {"type": "integer", "minimum": 1}, required=True, description="The older version, e.g. 1."
+            ),
+            OpenApiParameter(
+                "to", {"type": "integer", "minimum": 1}, required=True, description="The newer version, e.g. 2."
+            ),
         ],
         filters=False,
     )
