@@ -28,10 +28,10 @@ MAX_DELAY_SECONDS = 4.0
 
 
 def durably(write: Callable[[], T], *, until: datetime | None = None) -> T:
-    """``write()`` (one transaction), tried again on a fresh connection when the database is
-    unreachable or drops the connection, until ``until`` (the step's lease) or for
-    RETRY_AT_LEAST_SECONDS, whichever is later; then the error is raised. Inside a transaction it
-    is tried once: the outermost caller retries the whole transaction."""
+    """``write()`` (one transaction, or a read between a call's answer and its record), tried
+    again on a fresh connection when the database is unreachable or drops the connection, until
+    ``until`` (the step's lease) or for RETRY_AT_LEAST_SECONDS, whichever is later; then the
+    error is raised. Inside a transaction it is tried once: the outermost caller retries it all."""
     if connection.in_atomic_block:
         return write()
     give_up = time.monotonic() + max(RETRY_AT_LEAST_SECONDS, _seconds_until(until))

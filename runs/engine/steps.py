@@ -366,7 +366,8 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
         try:
             result = _complete(provider, request)
         except StepFailed:
-            policy_services.spend_release(entry_id=verdict.entry_id)
+            release = partial(policy_services.spend_release, entry_id=verdict.entry_id)
+            durably(release, until=ctx.step.lease_expires_at)  # the failure is in hand: write it
             raise
         ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
         record_llm_call(
