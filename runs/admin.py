@@ -30,6 +30,7 @@ class RunStepInline(ReadOnlyInline):
         "kind",
         "status",
         "attempt",
+        "lost_workers",
         "input_tokens",
         "output_tokens",
         "cost_usd",

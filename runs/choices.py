@@ -63,6 +63,7 @@ class EventType(models.TextChoices):
     RUN_CANCELLED = "run.cancelled"
     STEP_QUEUED = "step.queued"
     STEP_STARTED = "step.started"
+    STEP_OUTCOME_REFUSED = "step.outcome_refused"
     STEP_RETRYING = "step.retrying"
     STEP_SUCCEEDED = "step.succeeded"
     STEP_FAILED = "step.failed"

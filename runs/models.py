@@ -129,6 +129,10 @@ class RunStep(models.Model):
     status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
     attempt = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=1)
+    lost_workers = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Executions whose worker died mid-step (taken over after the lease); they are not retries.",
+    )
     input = models.JSONField(default=dict, blank=True, help_text="What the step was given, templates rendered.")
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(

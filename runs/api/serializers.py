@@ -20,6 +20,7 @@ class RunStepSerializer(serializers.ModelSerializer):
             "status",
             "attempt",
             "max_attempts",
+            "lost_workers",
             "input",
             "output",
             "error",

@@ -8,11 +8,12 @@ import json
 import logging
 import time
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from policies.choices import EntryStatus
@@ -20,9 +21,10 @@ from policies.models import SpendEntry
 from workflows import dag, templating
 
 from .. import admission
-from ..choices import RUN_TERMINAL, EventType, RunStatus, StepStatus
+from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunStep
 from . import dispatch
+from .durability import durably
 from .steps import (
     StepCancelled,
     StepContext,
@@ -33,7 +35,7 @@ from .steps import (
     run_condition_step,
     run_tool_step,
 )
-from .transitions import emit_many, move_run, move_step
+from .transitions import emit_many, insert_events, move_run, move_step, reserve_sequences
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,15 @@ MAX_BACKOFF_SECONDS = 3600
 DISPATCH_GRACE = timedelta(seconds=60)
 # How long past its timeout a running step is presumed lost with its worker.
 LEASE_MARGIN = timedelta(seconds=settings.SPARKOPS_LEASE_MARGIN_SECONDS)
-# Deliveries beyond the retry budget that a lost worker may cost, before a step is declared poison.
-LOST_WORKER_ALLOWANCE = 3
+# A step whose worker died this many times while running it is failed as poison, not run again:
+# at most this many executions of a call that kills its worker (what Celery users expect).
+POISON_AFTER_LOST_WORKERS = 3
 # A queued run that no advance has touched for this long was committed but never enqueued.
 STALE_RUN = timedelta(seconds=30)
+# A running run with every step settled for this long was never advanced (its worker died between
+# a step's outcome and the advance). Short: such a run is stranded for sure, the wait only spares
+# an extra advance of a run whose worker is advancing it at this very moment.
+STRANDED_RUN = timedelta(seconds=5)
 
 
 def spec_of(definition: dict, key: str) -> dict:
@@ -160,85 +167,135 @@ def queue_step(step: RunStep, *, delay: float = 0) -> bool:
 # ------------------------------------------------------------------------------
 def claim(step_id: int) -> RunStep | None:
     """queued -> running, or take over a running step whose lease expired (its worker died).
-    The UPDATE's row count decides: a second delivery of the same message claims nothing."""
+    The UPDATE's row count decides: a second delivery of the same message claims nothing. The
+    attempt's start is written with the claim, so an attempt that kills its worker still shows."""
     now = timezone.now()
     step = RunStep.objects.select_related("run__workflow_version", "run__workflow").filter(pk=step_id).first()
-    if step is None:
+    if step is None or step.status not in (StepStatus.QUEUED, StepStatus.RUNNING):
         return None
+    taken_over = step.status == StepStatus.RUNNING  # its worker died, or froze past its lease
     timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
-    claimable = Q(status=StepStatus.QUEUED) | Q(status=StepStatus.RUNNING, lease_expires_at__lt=now)
     fields = {
         "status": StepStatus.RUNNING,
         "attempt": step.attempt + 1,
+        "lost_workers": step.lost_workers + taken_over,
         "started_at": now,
         "lease_expires_at": now + timedelta(seconds=timeout) + LEASE_MARGIN,
     }
-    if not RunStep.objects.filter(claimable, pk=step_id, attempt=step.attempt).update(**fields):
-        return None
+    # The status read above is part of the condition, so lost_workers counts takeovers only.
+    claimable = (
+        Q(status=StepStatus.QUEUED) if not taken_over else Q(status=StepStatus.RUNNING, lease_expires_at__lt=now)
+    )
+    events = [] if fields["lost_workers"] >= POISON_AFTER_LOST_WORKERS else [_started(step, fields)]
+    with transaction.atomic():
+        # The run's row first (the event's number), then the step's: the order advance locks them
+        # in, so a claim never deadlocks with an advance that cancels this queued step.
+        last = reserve_sequences(step.run_id, len(events))
+        if not RunStep.objects.filter(claimable, pk=step_id, attempt=step.attempt).update(**fields):
+            transaction.set_rollback(True)
+            return None
+        insert_events(step.run_id, last, events)
     for name, value in fields.items():
         setattr(step, name, value)
     return step
 
 
+def _started(step: RunStep, fields: dict) -> tuple:
+    payload = {"key": step.key, "attempt": fields["attempt"]}
+    if fields["lost_workers"] > step.lost_workers:
+        payload["lost_workers"] = fields["lost_workers"]  # taken over from a worker that died
+    return (EventType.STEP_STARTED, step, payload)
+
+
 def execute(step_id: int) -> None:
     step = claim(step_id)
     if step is None:
+        _advance_if_settled(step_id)
         return
     run = step.run
-    if step.attempt > step.max_attempts + LOST_WORKER_ALLOWANCE:
-        _fail_step(step, StepFailed("Delivered too many times; its worker keeps dying.", permanent=True, kind="Poison"))
+    if step.lost_workers >= POISON_AFTER_LOST_WORKERS:
+        message = f"Its worker died {step.lost_workers} times while running it; it is not run again."
+        _fail_step(step, StepFailed(message, permanent=True, kind="Poison"))
     elif run.status in (RunStatus.CANCELLING, *RUN_TERMINAL):
-        move_step(step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED)
+        _write_outcome(step, None, "cancelled", _cancelling(step))
     else:
         _run(step, run)
     # Advance here rather than through another message: the step's outcome is committed, and
-    # the run's row lock keeps this safe next to any other advance.
-    advance(run.pk)
+    # the run's row lock keeps this safe next to any other advance. A worker that dies before
+    # this leaves a run whose steps all settled: the reaper advances it (stranded_runs).
+    durably(partial(advance, run.pk))
+
+
+def _advance_if_settled(step_id: int) -> None:
+    """A delivery that claimed nothing may be the redelivery of a message whose worker died after
+    writing the step's outcome but before advancing the run: advance it now."""
+    settled = RunStep.objects.filter(
+        pk=step_id,
+        status__in=[*STEP_TERMINAL, StepStatus.WAITING_APPROVAL],
+        run__status__in=[RunStatus.RUNNING, RunStatus.WAITING_APPROVAL],
+    )
+    run_id = settled.values_list("run_id", flat=True).first()
+    if run_id is not None:
+        advance(run_id)
+
+
+def _cancelling(step: RunStep):
+    return partial(
+        move_step,
+        step,
+        [StepStatus.RUNNING],
+        StepStatus.CANCELLED,
+        EventType.STEP_CANCELLED,
+        if_attempt=step.attempt,
+        **recorded_fields(step),
+    )
 
 
 def _run(step: RunStep, run: Run) -> None:
     definition = run.workflow_version.definition
     spec = spec_of(definition, step.key)
-    started = (EventType.STEP_STARTED, step, {"key": step.key, "attempt": step.attempt})
     if step.kind == "approval":
-        emit_many(run.pk, [started])
-        move_step(
+        move = partial(
+            move_step,
             step,
             [StepStatus.RUNNING],
             StepStatus.WAITING_APPROVAL,
             EventType.STEP_WAITING_APPROVAL,
             payload={"role": spec.get("role", dag.DEFAULT_APPROVER_ROLE)},
+            if_attempt=step.attempt,
             lease_expires_at=None,
         )
+        _write_outcome(step, None, "waiting_approval", move)
         return
     outputs = _outputs_for(run, spec)
     timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout)
-    # "started" waits for the step's next write (a call, or its outcome) to save a round trip.
-    ctx.pending.append(started)
     try:
         output = _perform(ctx, definition)
     except StepCancelled:
-        ctx.flush()
-        move_step(step, [StepStatus.RUNNING], StepStatus.CANCELLED, EventType.STEP_CANCELLED, **recorded_fields(step))
+        _write_outcome(step, ctx, "cancelled", _cancelling(step))
     except StepHeld as held:
-        ctx.flush()
-        hold = held.as_hold(step.hold or {})
-        move_step(
-            step,
-            [StepStatus.RUNNING],
-            StepStatus.WAITING_APPROVAL,
-            EventType.STEP_WAITING_APPROVAL,
-            payload=hold,
-            hold=hold,
-            lease_expires_at=None,
-            **recorded_fields(step),
-        )
+        _hold(step, ctx, held.as_hold(step.hold or {}))
     except StepFailed as failure:
-        ctx.flush()
-        _fail_step(step, failure, spec)
+        _fail_step(step, failure, spec, ctx)
     else:
         _succeed(step, output, ctx)
+
+
+def _hold(step: RunStep, ctx: StepContext, hold: dict) -> None:
+    move = partial(
+        move_step,
+        step,
+        [StepStatus.RUNNING],
+        StepStatus.WAITING_APPROVAL,
+        EventType.STEP_WAITING_APPROVAL,
+        payload=hold,
+        if_attempt=step.attempt,
+        hold=hold,
+        lease_expires_at=None,
+        **recorded_fields(step),
+    )
+    _write_outcome(step, ctx, "waiting_approval", move)
 
 
 def _outputs_for(run: Run, spec: dict) -> dict[str, Any]:
@@ -258,57 +315,95 @@ def _perform(ctx: StepContext, definition: dict) -> Any:
     raise StepFailed(f"Unknown step kind {ctx.step.kind!r}.", permanent=True)
 
 
+def _refused(step: RunStep, outcome: str) -> tuple:
+    """A late outcome from a worker whose lease was taken over (or whose step was settled by
+    someone else): not applied, but kept in the log so it shows what really ran."""
+    return (EventType.STEP_OUTCOME_REFUSED, step, {"key": step.key, "attempt": step.attempt, "outcome": outcome})
+
+
+def _write_outcome(step: RunStep, ctx: StepContext | None, outcome: str, move) -> bool:
+    """The attempt's held-back records, then its outcome (``move()``, conditional on the attempt),
+    in one transaction, written through a dropped connection: the result is in hand."""
+
+    def write() -> bool:
+        with transaction.atomic():
+            if ctx is not None:
+                ctx.write()  # the final call's tokens count even when another worker took over
+            moved = move()
+            if not moved:
+                emit_many(step.run_id, [_refused(step, outcome)])
+        return moved
+
+    moved = durably(write, until=step.lease_expires_at)
+    if ctx is not None:
+        ctx.forget()
+    return moved
+
+
 def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
-    with transaction.atomic():
-        # Conditional on this attempt: a worker that lost its lease must not overwrite the result
-        # of the worker that took over.
-        done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
-            status=StepStatus.SUCCEEDED,
-            output=output,
-            error={},
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-            **recorded_fields(step),
-        )
-        if done:
-            ctx.pending.append((EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt}))
-        ctx.flush()  # the final call's tokens count even when another worker took the step over
-        if not done:
-            return
-        for other in RunStep.objects.filter(run_id=step.run_id, key__in=ctx.untaken, status=StepStatus.PENDING):
-            move_step(other, [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED, payload={"by": step.key})
+    def write() -> None:
+        with transaction.atomic():
+            # Conditional on this attempt: a worker that lost its lease must not overwrite the result
+            # of the worker that took over.
+            done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
+                status=StepStatus.SUCCEEDED,
+                output=output,
+                error={},
+                finished_at=timezone.now(),
+                lease_expires_at=None,
+                **recorded_fields(step),
+            )
+            succeeded = (EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt})
+            ctx.write(succeeded if done else _refused(step, "succeeded"))
+            if done:
+                _skip_untaken(step, ctx.untaken)
+
+    durably(write, until=step.lease_expires_at)
+    ctx.forget()
 
 
-def _fail_step(step: RunStep, failure: StepFailed, spec: dict | None = None) -> None:
+def _skip_untaken(step: RunStep, keys: list[str]) -> None:
+    for other in RunStep.objects.filter(run_id=step.run_id, key__in=keys, status=StepStatus.PENDING):
+        move_step(other, [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED, payload={"by": step.key})
+
+
+def _fail_step(step: RunStep, failure: StepFailed, spec: dict | None = None, ctx: StepContext | None = None) -> None:
     retry = (spec or {}).get("retry", {})
-    if not failure.permanent and step.attempt < step.max_attempts:
+    # Executions whose worker died are not failures of the step: they do not use up its retries.
+    failures = step.attempt - step.lost_workers
+    if not failure.permanent and failures < step.max_attempts:
         delay = failure.retry_after
         if delay is None:
-            delay = retry.get("backoff_seconds", DEFAULT_BACKOFF_SECONDS) * 2 ** (step.attempt - 1)
+            delay = retry.get("backoff_seconds", DEFAULT_BACKOFF_SECONDS) * 2 ** (failures - 1)
         delay = min(delay, MAX_BACKOFF_SECONDS)
-        moved = move_step(
+        move = partial(
+            move_step,
             step,
             [StepStatus.RUNNING],
             StepStatus.QUEUED,
             EventType.STEP_RETRYING,
             payload={**failure.as_error(), "attempt": step.attempt, "delay_seconds": delay},
+            if_attempt=step.attempt,
             error=failure.as_error(),
             queued_at=timezone.now(),
             lease_expires_at=timezone.now() + timedelta(seconds=delay) + DISPATCH_GRACE,
             **recorded_fields(step),
         )
-        if moved:
+        if _write_outcome(step, ctx, "retrying", move):
             dispatch.step_on_commit(step.pk, delay=delay)
         return
-    move_step(
+    move = partial(
+        move_step,
         step,
         [StepStatus.RUNNING],
         StepStatus.FAILED,
         EventType.STEP_FAILED,
         payload=failure.as_error(),
+        if_attempt=step.attempt,
         error=failure.as_error(),
         **recorded_fields(step),
     )
+    _write_outcome(step, ctx, "failed", move)
 
 
 # ------------------------------------------------------------------------------
@@ -332,6 +427,7 @@ def reap() -> dict[str, int]:
         Run.objects.filter(pk=run_id).update(updated_at=now)  # one nudge per interval, not a storm
         dispatch.advance_now(run_id)
         counts["runs"] += 1
+    counts["runs"] += _advance_stranded(now)
     counts["reservations"] = _expire_reservations(now)
     if any(counts.values()):
         log.warning(
@@ -339,6 +435,28 @@ def reap() -> dict[str, int]:
             counts,
         )
     return counts
+
+
+def stranded_runs(now):
+    """Runs whose steps have all settled but that did not move: their step's worker died between
+    writing the outcome and advancing the run. A running run with no queued or running step, or a
+    run waiting for approval with no step waiting either, is always due an advance."""
+    busy = RunStep.objects.filter(run=OuterRef("pk"), status__in=[StepStatus.QUEUED, StepStatus.RUNNING])
+    waiting = RunStep.objects.filter(run=OuterRef("pk"), status=StepStatus.WAITING_APPROVAL)
+    return Run.objects.alias(has_busy=Exists(busy), has_waiting=Exists(waiting)).filter(
+        Q(status=RunStatus.RUNNING) | Q(status=RunStatus.WAITING_APPROVAL, has_waiting=False),
+        has_busy=False,
+        updated_at__lt=now - STRANDED_RUN,
+    )
+
+
+def _advance_stranded(now) -> int:
+    count = 0
+    for run_id in stranded_runs(now).values_list("pk", flat=True)[:500]:
+        Run.objects.filter(pk=run_id).update(updated_at=now)  # one nudge per interval, not a storm
+        dispatch.advance_now(run_id)
+        count += 1
+    return count
 
 
 def _expire_reservations(now) -> int:

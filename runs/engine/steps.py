@@ -6,6 +6,7 @@ import operator
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +27,7 @@ from workflows import dag, templating
 
 from ..choices import EventType, RunStatus
 from ..models import Run, RunStep
+from .durability import durably
 from .transitions import emit_many
 
 UNREAD = object()  # record_llm_call: the call's price was not read yet
@@ -95,18 +97,27 @@ class StepContext:
         self.flush()
 
     def flush(self) -> None:
-        """Write what is held back, accounting and events, in one transaction."""
-        events, self.pending = self.pending, []
-        totals, self.totals = self.totals, {}
-        spend, self.spend = self.spend, []
+        """Write what is held back, accounting and events, in one transaction; through a dropped
+        connection too, for the calls it records have happened."""
+        durably(self.write, until=self.step.lease_expires_at)
+        self.forget()
+
+    def write(self, *outcome: tuple) -> None:
+        """Write what is held back, then ``outcome`` events, in one transaction. Nothing is
+        forgotten here: a caller whose transaction fails tries again with all of it."""
         with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
-            if totals:
-                increments = {name: F(name) + value for name, value in totals.items()}
-                RunStep.objects.filter(pk=self.step.pk).update(**increments)
+            if self.totals:
+                increments = {name: F(name) + value for name, value in self.totals.items()}
+                # The run's row before the step's, the order advance and claim lock them in.
                 Run.objects.filter(pk=self.run.pk).update(**increments)
-            for entry in spend:
+                RunStep.objects.filter(pk=self.step.pk).update(**increments)
+            for entry in self.spend:
                 policy_services.spend_settle(**entry)
-            emit_many(self.run.pk, events)
+            emit_many(self.run.pk, [*self.pending, *outcome])
+
+    def forget(self) -> None:
+        """What was held back is written (committed)."""
+        self.pending, self.totals, self.spend = [], {}, []
 
     def render(self, source: str) -> str:
         try:
@@ -121,7 +132,8 @@ class StepContext:
         return left
 
     def check_cancel(self) -> None:
-        if Run.objects.filter(pk=self.run.pk, status=RunStatus.CANCELLING).exists():
+        cancelling = Run.objects.filter(pk=self.run.pk, status=RunStatus.CANCELLING).exists
+        if durably(cancelling, until=self.step.lease_expires_at):
             raise StepCancelled()
 
 
@@ -144,12 +156,15 @@ def record_llm_call(
     step's outcome, in the same transaction, instead of in one of its own. ``price``: the row in
     force when the call started, when its estimate already read it (None: unpriced)."""
     if price is UNREAD:
-        cost, price = cost_of_call(
+        # The call has happened: a dropped connection must not lose it (and repeat it later).
+        read_price = partial(
+            cost_of_call,
             provider=agent.provider,
             model=agent.model,
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
         )
+        cost, price = durably(read_price, until=ctx.step.lease_expires_at)
     else:
         cost = price.cost(result.input_tokens, result.output_tokens) if price else None
     ctx.spend.append(
@@ -351,7 +366,8 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
         try:
             result = _complete(provider, request)
         except StepFailed:
-            policy_services.spend_release(entry_id=verdict.entry_id)
+            release = partial(policy_services.spend_release, entry_id=verdict.entry_id)
+            durably(release, until=ctx.step.lease_expires_at)  # the failure is in hand: write it
             raise
         ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
         record_llm_call(

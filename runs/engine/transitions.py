@@ -12,9 +12,10 @@ class TransitionRefused(Exception):
     """The object is not in a status this change may start from (API: 409)."""
 
 
-def _reserve_sequences(run_id, count: int) -> int:
+def reserve_sequences(run_id, count: int) -> int:
     """Take the next ``count`` event numbers of a run; returns the last. The UPDATE locks the run
-    row until commit, so concurrent writers get distinct, gapless numbers in commit order."""
+    row until commit, so concurrent writers get distinct, gapless numbers in commit order. Call it
+    first to lock the run's row before a step's: the order advance takes them in."""
     run_pk = Run._meta.pk.get_db_prep_value(run_id, connection)
     with connection.cursor() as cursor:
         # RETURNING (PostgreSQL, SQLite >= 3.35): one statement instead of an UPDATE and a SELECT.
@@ -30,13 +31,17 @@ def emit_many(run_id, events: list[tuple[str, RunStep | None, dict]]) -> list[Ru
     if not events:
         return []
     with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
-        last = _reserve_sequences(run_id, len(events))
-        first = last - len(events) + 1
-        rows = [
-            RunEvent(run_id=run_id, step=step, sequence=first + n, type=type_, payload=payload or {})
-            for n, (type_, step, payload) in enumerate(events)
-        ]
-        return RunEvent.objects.bulk_create(rows)
+        return insert_events(run_id, reserve_sequences(run_id, len(events)), events)
+
+
+def insert_events(run_id, last: int, events: list[tuple[str, RunStep | None, dict]]) -> list[RunEvent]:
+    """Write events numbered up to ``last`` (reserved by the caller)."""
+    first = last - len(events) + 1
+    rows = [
+        RunEvent(run_id=run_id, step=step, sequence=first + n, type=type_, payload=payload or {})
+        for n, (type_, step, payload) in enumerate(events)
+    ]
+    return RunEvent.objects.bulk_create(rows)
 
 
 def emit(run_id, type_: str, *, step: RunStep | None = None, payload: dict | None = None) -> RunEvent:
@@ -69,15 +74,27 @@ def move_run(run: Run, target: str, event: str, *, payload: dict | None = None, 
 
 
 def move_step(
-    step: RunStep, sources: list[str], target: str, event: str | None, *, payload: dict | None = None, **fields
+    step: RunStep,
+    sources: list[str],
+    target: str,
+    event: str | None,
+    *,
+    payload: dict | None = None,
+    if_attempt: int | None = None,
+    **fields,
 ) -> bool:
-    """Move the step to ``target`` if it is in one of ``sources``; False if it was not."""
+    """Move the step to ``target`` if it is in one of ``sources`` (and, with ``if_attempt``, still at
+    that attempt: a worker that lost its lease must not move a step another worker now runs);
+    False if it was not."""
     now = timezone.now()
     if target in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
         fields.setdefault("finished_at", now)
         fields.setdefault("lease_expires_at", None)
+    current = RunStep.objects.filter(pk=step.pk, status__in=sources)
+    if if_attempt is not None:
+        current = current.filter(attempt=if_attempt)
     with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
-        moved = RunStep.objects.filter(pk=step.pk, status__in=sources).update(status=target, **fields)
+        moved = current.update(status=target, **fields)
         if moved and event:
             emit(step.run_id, event, step=step, payload={"key": step.key, **(payload or {})})
     if moved:

@@ -4,7 +4,8 @@ OpenAI-compatible server on 127.0.0.1 whose behaviour each prompt chooses.
 Prompt markers the fake provider understands (anywhere in the last user message):
 - ``SLOW=<seconds>``: answer after that long;
 - ``FAIL_ONCE=<name>``: answer 500 the first time this name is seen, normally after;
-- ``CALL=<tool>``: ask for that tool (with ``{"expression": "6*7"}``) until a tool result comes back.
+- ``CALL=<tool>``: ask for that tool (with ``{"expression": "6*7"}``) until a tool result comes back;
+- ``KILL_CALLER``: SIGKILL the process that sent the request (a call that kills its worker).
 Every answer is "answer to: <prompt>" with token counts.
 """
 
@@ -70,14 +71,81 @@ class FakeOpenAI:
         return 200, {"choices": [{"message": message, "finish_reason": "stop"}], "usage": usage}, delay
 
 
+def pid_of_client(client_port: int, server_port: int) -> int | None:
+    """The local process holding the client end of a TCP connection to us, found the way ``ss -p``
+    does: the socket's inode in /proc/net/tcp, then the process with that inode among its fds."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+        if (local, remote) == (client_port, server_port):
+            inode = fields[9]
+    for fd in Path("/proc").glob("[0-9]*/fd/[0-9]*"):
+        try:
+            if inode and os.readlink(fd) == f"socket:[{inode}]":
+                return int(fd.parts[2])
+        except OSError:
+            continue  # another user's process, or one that just exited
+    return None
+
+
 def _handler(fake: FakeOpenAI):
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if "KILL_CALLER" in json.dumps(body["messages"][-1]):
+                with fake.lock:
+                    fake.bodies.append(body)
+                    fake.prompts[body["messages"][-1]["content"]] += 1
+                pid = pid_of_client(self.client_address[1], fake.httpd.server_address[1])
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                return  # no answer: the caller is dead
             status, payload, delay = fake.answer(body)
             time.sleep(delay)
             raw = json.dumps(payload).encode()
             self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+class SideEffects:
+    """An HTTP endpoint with a side effect, for HTTP tools: it counts every request (the effect)
+    and answers after ``delay`` seconds, so a test can act while a call is in flight."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _effect_handler(self))
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/effect"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _effect_handler(effects: SideEffects):
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+            with effects.lock:
+                effects.requests.append(body)
+                count = len(effects.requests)
+            time.sleep(effects.delay)
+            raw = json.dumps({"done": count}).encode()
+            self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()

@@ -508,24 +508,106 @@ def test_executing_a_step_of_a_cancelling_run_cancels_it_without_calling_anythin
     assert not RunEvent.objects.filter(run_id=step.run_id, type=EventType.LLM_CALL).exists()
 
 
-def test_a_step_delivered_too_many_times_fails_as_poison(queued_step):
-    RunStep.objects.filter(pk=queued_step.pk).update(attempt=queued_step.max_attempts + core.LOST_WORKER_ALLOWANCE)
+def lost(step: RunStep, *, times: int) -> None:
+    """The step is running, and its worker died ``times`` times while running it (the last one
+    with it now: the lease has expired)."""
+    past = timezone.now() - timedelta(seconds=1)
+    RunStep.objects.filter(pk=step.pk).update(
+        status=StepStatus.RUNNING, attempt=times, lost_workers=times - 1, lease_expires_at=past
+    )
+
+
+def test_a_step_whose_worker_died_three_times_fails_as_poison_without_a_fourth_execution(queued_step):
+    lost(queued_step, times=core.POISON_AFTER_LOST_WORKERS)
 
     core.execute(queued_step.pk)
 
     step = RunStep.objects.get(pk=queued_step.pk)
     assert step.status == FAILED
-    assert step.error["type"] == "Poison"
-    assert step.error["permanent"] is True
+    assert step.lost_workers == core.POISON_AFTER_LOST_WORKERS
+    assert step.error == {
+        "type": "Poison",
+        "message": "Its worker died 3 times while running it; it is not run again.",
+        "permanent": True,
+    }
     assert not RunEvent.objects.filter(run_id=step.run_id, type=EventType.LLM_CALL).exists()
+    assert not RunEvent.objects.filter(run_id=step.run_id, type=EventType.STEP_STARTED).exists()
+    assert reload(step.run).error["type"] == "Poison"
 
 
-def test_a_step_within_its_delivery_allowance_still_runs(queued_step):
-    RunStep.objects.filter(pk=queued_step.pk).update(attempt=queued_step.max_attempts + core.LOST_WORKER_ALLOWANCE - 1)
+def test_a_step_whose_worker_died_fewer_times_runs_and_its_start_says_so(queued_step):
+    lost(queued_step, times=core.POISON_AFTER_LOST_WORKERS - 1)
 
     core.execute(queued_step.pk)
 
-    assert RunStep.objects.get(pk=queued_step.pk).status == SUCCEEDED
+    step = RunStep.objects.get(pk=queued_step.pk)
+    assert (step.status, step.attempt, step.lost_workers) == (SUCCEEDED, 3, 2)
+    (started,) = RunEvent.objects.filter(run_id=step.run_id, type=EventType.STEP_STARTED)
+    assert started.payload == {"key": "a", "attempt": 3, "lost_workers": 2}
+
+
+def test_the_start_of_an_attempt_is_written_when_it_is_claimed(queued_step):
+    core.claim(queued_step.pk)
+
+    (started,) = RunEvent.objects.filter(run_id=queued_step.run_id, type=EventType.STEP_STARTED)
+    assert started.payload == {"key": "a", "attempt": 1}
+    assert core.claim(queued_step.pk) is None
+    assert RunEvent.objects.filter(run_id=queued_step.run_id, type=EventType.STEP_STARTED).count() == 1
+    assert reload(queued_step.run).event_seq == started.sequence  # the refused claim took no number
+
+
+def test_a_lost_worker_does_not_use_up_the_steps_retries(engine, team, catalog, server):
+    run = bare_run(remote_workflow(team.project, server, attempts=2), status=RunStatus.RUNNING)
+    step = step_of(run, "a")
+    RunStep.objects.filter(pk=step.pk).update(max_attempts=2)
+    # Its worker died twice during a step of two attempts: takeovers are not retries...
+    lost(step, times=2)
+    server.reply({"error": "boom"}, status=500)
+    server.reply(chat("fine"))
+
+    core.execute(step.pk)
+
+    # ...so the transient failure of the third execution is the first, and is retried.
+    step.refresh_from_db()
+    assert (step.status, step.attempt, step.lost_workers, step.output) == (SUCCEEDED, 4, 2, "fine")
+
+
+class TakenOverDuringCall(ProviderServer):
+    """A provider whose call is still in flight when the step's lease runs out and another worker
+    takes the step over (done from the server's thread, as that worker would)."""
+
+    def next_reply(self):
+        try:
+            RunStep.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+            for step in RunStep.objects.filter(status=StepStatus.RUNNING):
+                self.taken_over = core.claim(step.pk)
+        finally:
+            connection.close()  # this thread's own connection
+        return super().next_reply()
+
+
+def test_a_late_outcome_from_a_worker_that_was_taken_over_is_refused_and_logged(engine, settings, team, catalog):
+    settings.SPARKOPS_HTTP_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    server = TakenOverDuringCall().start()
+    try:
+        openai_agent(team.project, server.url)
+        server.reply(chat("late", prompt_tokens=30))
+        run = reload(start(make_workflow(team.project, agent_step("a", agent="remote"))))
+    finally:
+        server.stop()
+
+    step = step_of(run, "a")
+    # The step belongs to the worker that took it over; the late success changed nothing...
+    assert (step.status, step.attempt, step.lost_workers, step.output) == (StepStatus.RUNNING, 2, 1, None)
+    assert run.status == RunStatus.RUNNING
+    # ...but the log shows both starts, the call that was made, and the refused outcome.
+    started = [e.payload["attempt"] for e in events(run, EventType.STEP_STARTED)]
+    assert started == [1, 2]
+    (refused,) = events(run, EventType.STEP_OUTCOME_REFUSED)
+    assert refused.payload == {"key": "a", "attempt": 1, "outcome": "succeeded"}
+    assert llm_calls(run, "a") == 1
+    assert step.input_tokens == 30  # the call was made and billed, so it counts
+    assert_gapless(run)
 
 
 def test_executing_twice_runs_the_step_once(queued_step):
@@ -580,6 +662,42 @@ def test_reap_takes_over_a_running_step_whose_worker_died(engine, catalog):
     assert run.status == RunStatus.SUCCEEDED
     assert step_of(run, "a").attempt == 2
     assert llm_calls(run, "a") == 1
+
+
+def test_reap_advances_a_run_whose_step_settled_but_that_never_moved(engine, catalog):
+    # Its worker died after writing step a's outcome, before advancing the run.
+    run = bare_run(make_workflow(catalog.project), status=RunStatus.RUNNING)
+    RunStep.objects.filter(run=run, key="a").update(status=SUCCEEDED, attempt=1, output="echo: Hello Ada")
+    Run.objects.filter(pk=run.pk).update(updated_at=timezone.now() - core.STRANDED_RUN - timedelta(seconds=1))
+
+    assert core.reap() == {"steps": 0, "runs": 1, "reservations": 0}
+
+    run = reload(run)
+    assert run.status == RunStatus.SUCCEEDED
+    assert (step_of(run, "a").attempt, step_of(run, "b").attempt) == (1, 1)
+
+
+def test_reap_leaves_a_running_run_with_a_step_in_flight_or_waiting_alone(engine, catalog):
+    running = bare_run(make_workflow(catalog.project), status=RunStatus.RUNNING)
+    future = timezone.now() + timedelta(minutes=5)
+    RunStep.objects.filter(run=running, key="a").update(status=StepStatus.RUNNING, lease_expires_at=future)
+    waiting = bare_run(make_workflow(catalog.project, slug="other"), status=RunStatus.WAITING_APPROVAL)
+    RunStep.objects.filter(run=waiting, key="a").update(status=StepStatus.WAITING_APPROVAL)
+    old = timezone.now() - core.STRANDED_RUN - timedelta(seconds=1)
+    Run.objects.filter(pk__in=[running.pk, waiting.pk]).update(updated_at=old)
+
+    assert core.reap() == {"steps": 0, "runs": 0, "reservations": 0}
+
+
+def test_a_redelivered_message_of_a_settled_step_advances_its_run(queued_step):
+    core.claim(queued_step.pk)
+    RunStep.objects.filter(pk=queued_step.pk).update(status=SUCCEEDED, output="echo: Hello Ada")
+    Run.objects.filter(pk=queued_step.run_id).update(status=RunStatus.RUNNING)
+
+    core.execute(queued_step.pk)  # claims nothing, but the run moves on
+
+    run = reload(queued_step.run)
+    assert (run.status, run.outputs) == (RunStatus.SUCCEEDED, {"a": "echo: Hello Ada"})
 
 
 def test_reap_leaves_a_running_step_with_a_live_lease_alone(engine, catalog):
