@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runs', '0004_approval_per_hold'),
+        ('runs', '0005_run_idempotency_fingerprint'),
     ]
 
     operations = [
