@@ -299,6 +299,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # budgets and run ceilings reserve before each call.
 SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS = env.int("SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 SPARKOPS_LEASE_MARGIN_SECONDS = env.float("SPARKOPS_LEASE_MARGIN_SECONDS", default=30.0)
+# A worker told to stop (SIGTERM) lets its running steps finish for this long, then stops them and
+# hands them back (runs/shutdown.py). Keep the orchestrator's grace (compose stop_grace_period)
+# a little longer.
+SPARKOPS_WORKER_STOP_GRACE_SECONDS = env.float("SPARKOPS_WORKER_STOP_GRACE_SECONDS", default=60.0)
 # System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
 # separate rows that this never touches.
 CELERY_BEAT_SCHEDULE = {
