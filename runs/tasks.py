@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from .engine import core
+from .engine import core, dispatch
 
 
 @shared_task(name="runs.run_advance", ignore_result=True)
@@ -39,9 +39,9 @@ def schedule_fire(schedule_id: str, beat_time: str | None = None) -> None:
     if beat_time is None:
         schedule = Schedule.objects.filter(pk=schedule_id).only("jitter_seconds").first()
         delay = schedules.jitter_delay(schedule) if schedule else 0
-        if delay:
-            schedule_fire.apply_async(
-                args=[schedule_id], kwargs={"beat_time": timezone.now().isoformat()}, countdown=delay
-            )
+        # Sent again later; if the broker cannot take it, the slot fires now rather than never.
+        if delay and dispatch.publish(
+            schedule_fire, [schedule_id], kwargs={"beat_time": timezone.now().isoformat()}, countdown=delay
+        ):
             return
     schedules.fire(schedule_id=schedule_id, now=datetime.fromisoformat(beat_time) if beat_time else None)

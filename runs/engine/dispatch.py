@@ -1,6 +1,17 @@
-"""Enqueueing engine tasks. Always after commit, so a worker never looks for rows it cannot see."""
+"""Enqueueing engine tasks. Always after commit, so a worker never looks for rows it cannot see.
+
+Dispatch goes through the database: the rows already say what must run (a queued step, a queued
+run), and a message only says "look now". So a publish that fails is logged and counted, never
+raised into the caller: the reaper sends it again from the rows once the broker is back
+(at-least-once; the claim makes a second delivery a no-op). ``retry=False`` and the broker's
+socket timeouts (settings) bound how long a publish may block when the broker is down or frozen.
+"""
+
+import logging
 
 from django.db import transaction
+
+log = logging.getLogger(__name__)
 
 
 def _tasks():
@@ -9,17 +20,28 @@ def _tasks():
     return tasks
 
 
+def publish(task, args: list, **options) -> bool:
+    """Send ``task`` once, without retrying; False (logged) if the broker could not take it."""
+    try:
+        task.apply_async(args=args, retry=False, **options)
+    except Exception as exc:  # noqa: BLE001 - any broker error: the reaper re-sends from the rows
+        # Not counted in the cache metrics: on Redis the cache is down with the broker.
+        log.warning("could not publish %s%s (the reaper will re-send it): %r", task.name, args, exc)
+        return False
+    return True
+
+
 def step_on_commit(step_id: int, *, delay: float = 0) -> None:
-    transaction.on_commit(lambda: _tasks().step_execute.apply_async(args=[step_id], countdown=delay or None))
+    transaction.on_commit(lambda: step_now(step_id, delay=delay))
 
 
 def advance_on_commit(run_id) -> None:
-    transaction.on_commit(lambda: _tasks().run_advance.delay(str(run_id)))
+    transaction.on_commit(lambda: advance_now(run_id))
 
 
-def step_now(step_id: int) -> None:
-    _tasks().step_execute.delay(step_id)
+def step_now(step_id: int, *, delay: float = 0) -> bool:
+    return publish(_tasks().step_execute, [step_id], countdown=delay or None)
 
 
-def advance_now(run_id) -> None:
-    _tasks().run_advance.delay(str(run_id))
+def advance_now(run_id) -> bool:
+    return publish(_tasks().run_advance, [str(run_id)])

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -162,22 +163,76 @@ def database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def process_env() -> dict[str, str]:
+    """The environment of a process of ours (worker, web server) on the test database."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "sparkops.settings.test",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "SPARKOPS_HTTP_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "SPARKOPS_LEASE_MARGIN_SECONDS": "1",
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ThrowawayRedis:
+    """A ``redis-server`` of the test's own, on a free port and without persistence, that a test
+    may kill, restart (empty, on the same port), freeze and thaw. Never the shared Redis."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "ThrowawayRedis":
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command += ["--dir", str(self.directory)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        self.thaw()
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.kill()
+
+
 class Worker:
     """``celery worker`` as a real process group (prefork, 2 children) on the test database."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
+        self.env = env or {}  # on top of process_env(), e.g. another REDIS_URL
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "sparkops.settings.test",
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "SPARKOPS_HTTP_ALLOWED_NETWORKS": "127.0.0.1/32",
-            "SPARKOPS_LEASE_MARGIN_SECONDS": "1",
-        }
+        env = {**process_env(), **self.env}
         command = [
             sys.executable,
             "-m",

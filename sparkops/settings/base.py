@@ -130,8 +130,17 @@ else:
 # Cache and broker
 # ------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Seconds a Redis command (cache or broker) may wait on a Redis that is down or frozen, so a
+# request never hangs on it: cache reads and writes fail, publishes are re-sent by the reaper.
+REDIS_SOCKET_TIMEOUT = env.float("SPARKOPS_REDIS_SOCKET_TIMEOUT", default=1.0)
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_timeout": REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": REDIS_SOCKET_TIMEOUT},
+        }
+    }
 else:
     # Shared by every local process (login throttling must see the web server's counts).
     CACHES = {
@@ -264,7 +273,15 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = REDIS_URL
     # Longer than any step may run, so Redis never redelivers a message still being worked on.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # A publish to a down or frozen Redis fails within these (runs/engine/dispatch.py).
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+        # One connection attempt per publish, not kombu's retries for up to 4 s: the worker's
+        # consumer reconnects with its own loop (broker_connection_max_retries).
+        "max_retries": 0,
+    }
 else:
     CELERY_BROKER_URL = "filesystem://localhost//"  # the host part only quiets a kombu warning
     # Our filesystem transport publishes atomically (write + rename); kombu's own can be read
@@ -290,6 +307,10 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # budgets and run ceilings reserve before each call.
 SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS = env.int("SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 SPARKOPS_LEASE_MARGIN_SECONDS = env.float("SPARKOPS_LEASE_MARGIN_SECONDS", default=30.0)
+# A worker told to stop (SIGTERM) lets its running steps finish for this long, then stops them and
+# hands them back (runs/shutdown.py). Keep the orchestrator's grace (compose stop_grace_period)
+# a little longer.
+SPARKOPS_WORKER_STOP_GRACE_SECONDS = env.float("SPARKOPS_WORKER_STOP_GRACE_SECONDS", default=60.0)
 # System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
 # separate rows that this never touches.
 CELERY_BEAT_SCHEDULE = {

@@ -1,0 +1,68 @@
+"""Graceful worker shutdown: a worker told to stop (SIGTERM: a deploy, compose, Kubernetes) lets
+its running steps finish for up to ``SPARKOPS_WORKER_STOP_GRACE_SECONDS``, and hands back the
+ones still running then, so they are re-dispatched at once rather than after their lease.
+
+On SIGTERM Celery stops taking messages and waits for running tasks (warm shutdown). At that
+moment this module, in the worker's main process, shortens the lease of each step the worker is
+running to the grace period and publishes that step again with the grace as countdown: a step
+that finishes in time makes that message claim nothing; a step still running when the grace ends
+is stopped (the worker turns its own shutdown cold) and the message starts it on another worker.
+"""
+
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import timedelta
+
+from celery.signals import worker_shutting_down
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
+
+
+def _running_step_ids() -> list[int]:
+    from celery.worker import state
+
+    return [int(request.args[0]) for request in list(state.active_requests) if request.name == "runs.step_execute"]
+
+
+def hand_back(step_ids: list[int], grace: float) -> None:
+    """Let another worker claim these steps once the grace has passed, if they are still running."""
+    from .choices import StepStatus
+    from .engine import dispatch
+    from .models import RunStep
+
+    until = timezone.now() + timedelta(seconds=grace)
+    try:
+        # Only shortened: a lease already ending sooner is left as it is.
+        RunStep.objects.filter(pk__in=step_ids, status=StepStatus.RUNNING, lease_expires_at__gt=until).update(
+            lease_expires_at=until
+        )
+    finally:
+        connection.close()  # this thread's connection
+    for step_id in step_ids:
+        dispatch.step_now(step_id, delay=grace + 1)
+
+
+def _enforce(grace: float) -> None:
+    step_ids = _running_step_ids()
+    if not step_ids:
+        return
+    log.warning("shutting down: %s running step(s) get %s s to finish: %s", len(step_ids), grace, step_ids)
+    hand_back(step_ids, grace)
+    time.sleep(grace)
+    log.warning("shutdown grace over: stopping, steps still running are re-dispatched")
+    os.kill(os.getpid(), signal.SIGQUIT)  # cold shutdown: the children stop, the process exits
+
+
+@worker_shutting_down.connect
+def _on_worker_shutting_down(sig=None, how=None, exitcode=None, **kwargs) -> None:
+    if how != "Warm":
+        return
+    # Celery sends this from its signal handler: no database or broker work here, a thread does it.
+    grace = settings.SPARKOPS_WORKER_STOP_GRACE_SECONDS
+    threading.Thread(target=_enforce, args=[grace], name="shutdown-grace", daemon=True).start()
