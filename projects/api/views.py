@@ -87,6 +87,8 @@ class MembershipViewSet(ProjectScopedViewSet):
 
     def perform_update(self, serializer) -> None:
         membership = serializer.instance
+        if "role" not in serializer.validated_data:
+            return  # a PATCH naming no field changes nothing, as on every other endpoint
         serializer.instance = services.membership_change_role(
             membership=membership,
             actor_role=self.caller_role(membership.project_id),

@@ -196,7 +196,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["sparkops.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "sparkops.api.exceptions.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -229,6 +229,8 @@ SPECTACULAR_SETTINGS = {
 # Request bodies larger than this are refused with 413 before any parsing.
 SPARKOPS_MAX_REQUEST_BODY_BYTES = env.int("SPARKOPS_MAX_REQUEST_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = SPARKOPS_MAX_REQUEST_BODY_BYTES
+# Deeper JSON bodies are refused with a 400 (sparkops.api.parsers); none we accept needs more.
+SPARKOPS_MAX_JSON_DEPTH = 64
 
 # ------------------------------------------------------------------------------
 # CORS

@@ -1,0 +1,43 @@
+"""Inputs at the edge of what the API accepts: each answers a 4xx in the error shape, never a 500."""
+
+import pytest
+
+ERROR_KEYS = {"status", "code", "message", "errors"}
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def assert_error(response, status: int) -> dict:
+    body = response.json()
+    assert response.status_code == status, body
+    assert set(body) == ERROR_KEYS
+    assert body["status"] == status
+    return body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("depth", [65, 1000, 100_000])
+def test_it_refuses_deeply_nested_json_before_login(api_client, depth):
+    body = '{"email": "a@example.com", "password": ' + nested(depth) + "}"
+    response = api_client.generic("POST", "/api/v1/auth/login", body, content_type="application/json")
+    assert_error(response, 400)
+    assert "64 levels" in response.json()["message"]
+
+
+@pytest.mark.django_db
+def test_it_refuses_deeply_nested_json_on_an_authenticated_endpoint(team):
+    body = '{"name": "deep", "description": ' + nested(1000) + "}"
+    response = team.client("owner").generic("POST", "/api/v1/projects", body, content_type="application/json")
+    assert_error(response, 400)
+
+
+@pytest.mark.django_db
+def test_it_accepts_json_nested_to_the_limit(team):
+    # 63 levels inside the top-level object: 64 in all.
+    body = '{"name": "deep enough", "description": ' + nested(63) + "}"
+    response = team.client("owner").generic("POST", "/api/v1/projects", body, content_type="application/json")
+    # The description is a string field, so the list is a field error: what matters is it got parsed.
+    body = assert_error(response, 400)
+    assert set(body["errors"]) == {"description"}
