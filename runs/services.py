@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from projects.services import project_require_writable
 from sparkops.roles import Role
 from workflows import dag
 from workflows import services as workflow_services
@@ -63,6 +64,7 @@ def run_start(
         existing = Run.objects.filter(project_id=workflow.project_id, idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing, False
+    project_require_writable(project_id=workflow.project_id)
     version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := input_errors(version.input_schema, inputs):
@@ -138,6 +140,7 @@ def run_retry(*, run: Run, user: User | None = None, inputs: dict | None = None,
     """A new run of the same pinned version, reusing the outputs of the steps that succeeded.
     Admitted like any new run: rate limits and exhausted budgets apply."""
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
+    project_require_writable(project_id=run.project_id)
     inputs = run.inputs if inputs is None else inputs
     if problems := input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})

@@ -72,6 +72,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     ordering_fields = ["queued_at"]
     search_fields = ["title", "idempotency_key"]
     action_roles = {"approve": Role.VIEWER, "reject": Role.VIEWER}  # the step's own role is checked by the service
+    writable_when_archived = frozenset({"cancel"})  # work still running in an archived project can be stopped
 
     def get_queryset(self):
         queryset = super().get_queryset()

@@ -1,6 +1,11 @@
 """Inputs at the edge of what the API accepts: each answers a 4xx in the error shape, never a 500."""
 
 import pytest
+from django.db.models import ProtectedError
+
+from runs.models import Run
+from runs.tests.factories import make_catalog, make_workflow, start
+from sparkops.api.exceptions import exception_handler
 
 ERROR_KEYS = {"status", "code", "message", "errors"}
 
@@ -41,3 +46,19 @@ def test_it_accepts_json_nested_to_the_limit(team):
     # The description is a string field, so the list is a field error: what matters is it got parsed.
     body = assert_error(response, 400)
     assert set(body["errors"]) == {"description"}
+
+
+@pytest.mark.django_db
+def test_a_delete_refused_by_a_protecting_foreign_key_is_a_409_naming_what_refers_to_it(team):
+    make_catalog(team.project)
+    workflow = make_workflow(team.project)
+    runs = {start(workflow), start(workflow)}
+    with pytest.raises(ProtectedError) as caught:
+        workflow.versions.get().delete()  # the runs pin it
+
+    response = exception_handler(caught.value, {})
+
+    assert response.status_code == 409
+    assert response.data["code"] == "protected"
+    assert response.data["message"] == "This cannot be deleted: 2 runs still refer to it."
+    assert Run.objects.filter(pk__in=[run.pk for run in runs]).count() == 2
