@@ -1,11 +1,16 @@
 """Inputs at the edge of what the API accepts: each answers a 4xx in the error shape, never a 500."""
 
+import json
+
 import pytest
 from django.db.models import ProtectedError
+from django.http import HttpResponseNotAllowed, HttpResponseServerError
+from django.test import RequestFactory
 
 from runs.models import Run
 from runs.tests.factories import make_catalog, make_workflow, start
 from sparkops.api.exceptions import exception_handler
+from sparkops.api.middleware import ApiResponseMiddleware
 
 ERROR_KEYS = {"status", "code", "message", "errors"}
 
@@ -62,3 +67,46 @@ def test_a_delete_refused_by_a_protecting_foreign_key_is_a_409_naming_what_refer
     assert response.data["code"] == "protected"
     assert response.data["message"] == "This cannot be deleted: 2 runs still refer to it."
     assert Run.objects.filter(pk__in=[run.pk for run in runs]).count() == 2
+
+
+@pytest.mark.parametrize("path", ["/api/v1/no-such-thing", "/api/nothing/here/", "/api/v1/projects/not-a-uuid/x"])
+def test_an_unknown_api_path_answers_the_json_error_shape_even_under_debug(api_client, settings, path):
+    settings.DEBUG = True
+    response = api_client.get(path)
+    body = assert_error(response, 404)
+    assert body["code"] == "not_found"
+    assert response["Content-Type"] == "application/json"
+
+
+def test_an_html_server_error_under_api_becomes_the_json_error_shape():
+    # What Django's DEBUG page looks like when a view fails outside DRF.
+    middleware = ApiResponseMiddleware(lambda request: HttpResponseServerError("<html>Traceback…</html>"))
+    response = middleware(RequestFactory().get("/api/v1/projects"))
+    assert response.status_code == 500
+    assert json.loads(response.content) == {
+        "status": 500,
+        "code": "server_error",
+        "message": "Internal server error.",
+        "errors": {},
+    }
+
+
+def test_an_html_method_not_allowed_under_api_keeps_its_allow_header():
+    middleware = ApiResponseMiddleware(lambda request: HttpResponseNotAllowed(["GET"]))
+    response = middleware(RequestFactory().delete("/api/v1/metrics"))
+    assert json.loads(response.content)["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET"
+
+
+@pytest.mark.django_db
+def test_authenticated_api_answers_are_never_cached(team):
+    response = team.client("viewer").get("/api/v1/projects")
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+
+
+@pytest.mark.django_db
+def test_api_errors_are_never_cached(api_client):
+    response = api_client.get("/api/v1/projects")
+    assert response.status_code == 401
+    assert "no-store" in response["Cache-Control"]
