@@ -158,7 +158,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         try:
             after = int(request.query_params.get("after", 0))
         except ValueError:
-            raise exceptions.ValidationError({"after": "A whole number."}) from None
+            raise exceptions.ValidationError({"after": ["A whole number."]}) from None
         events = RunEvent.objects.filter(run=run, sequence__gt=after).select_related("step").order_by("sequence")
         return Response(RunEventSerializer(events[:EVENTS_PAGE], many=True).data)
 

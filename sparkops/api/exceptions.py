@@ -43,9 +43,18 @@ def _first_message(detail: Any) -> str:
     return str(detail) if detail else "Invalid input."
 
 
+def _as_lists(errors: dict) -> dict:
+    """Every field's messages as a list, as serializers give them, even when a view raised a
+    bare string for a field."""
+    return {
+        key: _as_lists(value) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        for key, value in errors.items()
+    }
+
+
 def _validation_body(exc: exceptions.ValidationError) -> dict[str, Any]:
     detail = exc.detail
-    errors = detail if isinstance(detail, dict) else {NON_FIELD_KEY: detail}
+    errors = _as_lists(detail) if isinstance(detail, dict) else {NON_FIELD_KEY: detail}
     message = _first_message(errors)
     if isinstance(detail, dict) and not set(detail) <= {NON_FIELD_KEY}:
         message = "Invalid input: " + ", ".join(k for k in detail if k != NON_FIELD_KEY) + "."

@@ -6,7 +6,10 @@ import pytest
 from django.db.models import ProtectedError
 from django.http import HttpResponseNotAllowed, HttpResponseServerError
 from django.test import RequestFactory
+from rest_framework.exceptions import ValidationError
 
+from projects.models import Project
+from projects.tests.factories import MembershipFactory, ProjectFactory
 from runs.models import Run
 from runs.tests.factories import make_catalog, make_workflow, start
 from sparkops.api.exceptions import exception_handler
@@ -110,3 +113,64 @@ def test_api_errors_are_never_cached(api_client):
     response = api_client.get("/api/v1/projects")
     assert response.status_code == 401
     assert "no-store" in response["Cache-Control"]
+
+
+@pytest.fixture
+def runs(team):
+    make_catalog(team.project)
+    workflow = make_workflow(team.project)
+    return [start(workflow) for _ in range(3)]
+
+
+def test_a_bad_after_on_run_events_is_a_field_error_listed_like_every_other(team, runs):
+    response = team.client("viewer").get(f"/api/v1/runs/{runs[0].pk}/events", {"after": "abc"})
+    assert assert_error(response, 400)["errors"] == {"after": ["A whole number."]}
+
+
+def test_a_field_error_raised_as_a_bare_string_still_answers_a_list():
+    response = exception_handler(ValidationError({"field": "Wrong.", "nested": {"inner": "Also."}}), {})
+    assert response.data["errors"] == {"field": ["Wrong."], "nested": {"inner": ["Also."]}}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["abc", "0", "-1", "1.5"])
+def test_a_page_that_is_not_a_number_is_a_field_error(team, page):
+    body = assert_error(team.client("viewer").get("/api/v1/memberships", {"page": page}), 400)
+    assert set(body["errors"]) == {"page"}
+
+
+@pytest.mark.django_db
+def test_a_page_past_the_last_is_not_found_and_last_is_the_last(team):
+    client = team.client("viewer")
+    assert_error(client.get("/api/v1/memberships", {"page": 99}), 404)
+    assert client.get("/api/v1/memberships", {"page": "last", "page_size": 3}).json()["count"] == 4
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/projects", "/api/v1/memberships", "/api/v1/runs", "/api/v1/workflows"])
+def test_ordering_by_an_unknown_field_is_a_field_error_naming_the_allowed_ones(team, path):
+    body = assert_error(team.client("viewer").get(path, {"ordering": "-password,name"}), 400)
+    assert "-password" in body["errors"]["ordering"][0]
+    assert "allowed:" in body["errors"]["ordering"][0]
+
+
+def test_runs_can_be_listed_oldest_first(team, runs):
+    response = team.client("viewer").get("/api/v1/runs", {"ordering": "queued_at"})
+    assert response.status_code == 200, response.json()
+    assert [row["id"] for row in response.json()["results"]] == [str(run.pk) for run in runs]
+    newest_first = team.client("viewer").get("/api/v1/runs").json()["results"]
+    assert [row["id"] for row in newest_first] == [str(run.pk) for run in reversed(runs)]
+
+
+@pytest.mark.django_db
+def test_equal_values_are_ordered_by_id_so_pages_never_overlap(team):
+    user = team.members["viewer"]
+    for _ in range(6):
+        MembershipFactory(user=user, project=ProjectFactory(name="Same"))
+    client = team.client("viewer")
+    pages = [
+        client.get("/api/v1/projects", {"ordering": "-name", "page_size": 2, "page": n}).json()["results"]
+        for n in (1, 2, 3, 4)
+    ]
+    ids = [row["id"] for page in pages for row in page]
+    assert len(ids) == len(set(ids)) == Project.objects.filter(memberships__user=user).count()
