@@ -5,6 +5,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import User, UserManager
+from sparkops.lib.errors import Refused
 
 from .choices import Role
 from .models import Membership, Project
@@ -12,6 +13,27 @@ from .models import Membership, Project
 OWNER_ONLY = "Only owners can grant, change or revoke the owner role."
 LAST_OWNER = "A project needs at least one owner; make someone else owner first."
 ALREADY_MEMBER = "This user is already a member of the project."
+ARCHIVED = (
+    "This project is archived, so it is read-only; an admin can unarchive it first "
+    '(PATCH /projects/{id} with {"archived": false}).'
+)
+HAS_RUNS = (
+    "This project has {count} run(s); their history (and spend) is kept, so it cannot be deleted. "
+    'Archive it instead (PATCH /projects/{id} with {"archived": true}): it stays readable and takes no new work.'
+)
+
+
+class ProjectArchived(Refused):
+    status_code = 409
+    code = "project_archived"
+
+    def __init__(self, project_id):
+        super().__init__(ARCHIVED.replace("{id}", str(project_id)))
+
+
+class ProjectHasRuns(Refused):
+    status_code = 409
+    code = "project_has_runs"
 
 
 def _unique_slug(name: str) -> str:
@@ -35,7 +57,17 @@ def project_create(*, user: User, name: str, slug: str = "", description: str = 
     return project
 
 
+def project_require_writable(*, project_id) -> None:
+    """Archived projects are read-only: nothing new starts in them and nothing in them changes."""
+    if Project.objects.filter(pk=project_id, archived=True).exists():
+        raise ProjectArchived(project_id)
+
+
 def project_update(*, project: Project, **fields) -> Project:
+    """Edits an active project. An archived one accepts only being unarchived (other fields sent
+    along with ``archived: false`` apply too); it is read-only until then."""
+    if project.archived and fields.get("archived") is not False and set(fields) - {"archived"}:
+        raise ProjectArchived(project.pk)
     for name, value in fields.items():
         setattr(project, name, value)
     project.full_clean()
@@ -43,7 +75,12 @@ def project_update(*, project: Project, **fields) -> Project:
     return project
 
 
+@transaction.atomic
 def project_delete(*, project: Project) -> None:
+    """Deletes a project and everything in it, unless it has runs: a run's history and the spend
+    recorded against it outlive the project's use, so such a project is archived instead."""
+    if count := project.runs.count():
+        raise ProjectHasRuns(HAS_RUNS.replace("{count}", str(count)).replace("{id}", str(project.pk)))
     project.delete()
 
 

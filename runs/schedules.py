@@ -18,6 +18,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
 from policies.exceptions import PolicyRefused
+from projects.services import ProjectArchived
 from workflows.selectors import latest_published_version
 
 from . import cron
@@ -386,6 +387,8 @@ def _start_run(schedule: Schedule, fire: ScheduleFire) -> ScheduleFire:
     except PolicyRefused as refusal:
         log.warning("schedule %s was refused a run: %s", schedule.pk, refusal.reason)
         return _settle(fire, FireOutcome.BLOCKED, refusal.reason[:500])
+    except ProjectArchived as refusal:  # the schedule stays enabled: unarchiving resumes it
+        return _settle(fire, FireOutcome.BLOCKED, refusal.message[:500])
     return _settle(fire, FireOutcome.STARTED, "", run)
 
 

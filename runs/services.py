@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from projects.services import project_require_writable
 from sparkops.lib.errors import Refused
 from sparkops.roles import Role
 from workflows import dag
@@ -107,6 +108,7 @@ def run_start(
     )
     if existing := _replay(workflow.project_id, idempotency_key, fingerprint):
         return existing, False
+    project_require_writable(project_id=workflow.project_id)
     version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := input_errors(version.input_schema, inputs):
@@ -192,6 +194,7 @@ def run_retry(
     if existing := _replay(run.project_id, idempotency_key, fingerprint):
         return existing, False
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
+    project_require_writable(project_id=run.project_id)
     if problems := input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so

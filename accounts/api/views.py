@@ -233,6 +233,8 @@ class ApiKeyViewSet(
     ordering_fields = ["created_at", "name", "last_used_at"]
     permission_classes = [IsAuthenticated, DenyApiKeys]
     write_role = Role.VIEWER  # anyone may hold keys up to their own role; revocation is checked below
+    # Keys to read an archived project's history may still be made, and any key revoked.
+    writable_when_archived = frozenset({"create", "destroy"})
 
     def get_queryset(self):
         administered = [pid for pid, role in project_roles(self.request).items() if Role.at_least(role, Role.ADMIN)]

@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.permissions import IsAuthenticated
 
-from sparkops.api.permissions import DenyApiKeys, DenyApiKeyWrites
+from sparkops.api.permissions import DenyApiKeyProjects, DenyApiKeyWrites
 from sparkops.api.viewsets import ProjectScopedViewSet
 from sparkops.roles import Role
 
@@ -30,11 +30,13 @@ class ProjectViewSet(ProjectScopedViewSet):
     project_field = ""
     write_role = Role.ADMIN
     action_roles = {"destroy": Role.OWNER}
+    # The service decides: an archived project may be unarchived, and deleted when it has no runs.
+    writable_when_archived = frozenset({"update", "partial_update", "destroy"})
 
     def get_permissions(self):
         # A key lives inside one project: it may not create new ones (it would own them).
         if self.action == "create":
-            return [IsAuthenticated(), DenyApiKeys()]
+            return [IsAuthenticated(), DenyApiKeyProjects()]
         return super().get_permissions()
 
     def perform_create(self, serializer) -> None:
@@ -70,6 +72,8 @@ class MembershipViewSet(ProjectScopedViewSet):
     permission_classes = [IsAuthenticated, DenyApiKeyWrites]
     write_role = Role.ADMIN
     action_roles = {"destroy": Role.VIEWER}  # anyone may leave; the service checks the rest
+    # Who may read an archived project's history stays manageable.
+    writable_when_archived = frozenset({"create", "update", "partial_update", "destroy"})
 
     def get_serializer_class(self):
         if self.action in ("update", "partial_update"):
@@ -87,6 +91,8 @@ class MembershipViewSet(ProjectScopedViewSet):
 
     def perform_update(self, serializer) -> None:
         membership = serializer.instance
+        if "role" not in serializer.validated_data:
+            return  # a PATCH naming no field changes nothing, as on every other endpoint
         serializer.instance = services.membership_change_role(
             membership=membership,
             actor_role=self.caller_role(membership.project_id),

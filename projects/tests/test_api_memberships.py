@@ -417,3 +417,20 @@ def test_listing_members_does_not_show_other_projects_members(team):
     MembershipFactory.create_batch(3, project=team.other_project)
     response = team.client("owner").get(LIST_URL)
     assert {row["project"] for row in response.json()["results"]} == {str(team.project.pk)}
+
+
+def test_patch_with_no_fields_changes_nothing_and_answers_the_membership(team, extra_viewer):
+    response = team.client("admin").patch(detail_url(extra_viewer), {})
+    assert response.status_code == 200, response.content
+    assert response.json()["role"] == Role.VIEWER
+    assert role_of(extra_viewer) == Role.VIEWER
+
+
+def test_patch_with_no_fields_still_needs_the_admin_role(team, extra_viewer):
+    assert_error(team.client("developer").patch(detail_url(extra_viewer), {}), 403)
+
+
+def test_put_without_a_role_is_a_field_error(team, extra_viewer):
+    body = assert_error(team.client("admin").put(detail_url(extra_viewer), {}), 400)
+    assert set(body["errors"]) == {"role"}
+    assert role_of(extra_viewer) == Role.VIEWER

@@ -79,8 +79,10 @@ def test_project_ordering_orders_by_the_allowed_fields(member, ordering, expecte
     assert names(client_for(member).get(PROJECTS_URL, {"ordering": ordering})) == expected
 
 
-def test_project_ordering_ignores_fields_not_allowed(member):
-    assert names(client_for(member).get(PROJECTS_URL, {"ordering": "-description"})) == ["Alpha", "Beta", "Gamma"]
+def test_project_ordering_refuses_fields_not_allowed(member):
+    response = client_for(member).get(PROJECTS_URL, {"ordering": "-description"})
+    assert response.status_code == 400
+    assert "allowed: name, slug, created_at" in response.json()["errors"]["ordering"][0]
 
 
 # ------------------------------------------------------------------------------

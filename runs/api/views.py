@@ -87,6 +87,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     ordering_fields = ["queued_at"]
     search_fields = ["title", "idempotency_key"]
     action_roles = {"approve": Role.VIEWER, "reject": Role.VIEWER}  # the step's own role is checked by the service
+    writable_when_archived = frozenset({"cancel"})  # work still running in an archived project can be stopped
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -177,7 +178,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         try:
             after = int(request.query_params.get("after", 0))
         except ValueError:
-            raise exceptions.ValidationError({"after": "A whole number."}) from None
+            raise exceptions.ValidationError({"after": ["A whole number."]}) from None
         events = RunEvent.objects.filter(run=run, sequence__gt=after).select_related("step").order_by("sequence")
         return Response(RunEventSerializer(events[:EVENTS_PAGE], many=True).data)
 

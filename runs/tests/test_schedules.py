@@ -24,6 +24,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from agents.models import Agent
 from agents.services import agent_save
+from projects.models import Project
 from runs import schedules, tasks
 from runs.choices import CatchupPolicy, FireOutcome, OverlapPolicy, RunStatus, Trigger
 from runs.models import Run, Schedule, ScheduleFire
@@ -1095,3 +1096,15 @@ def test_next_fire_at_follows_each_fire(workflow, clock):
     assert schedule.next_fire_at == datetime(2026, 5, 5, 7, tzinfo=UTC)
     fire(schedule, datetime(2026, 5, 5, 7, 0, 3, tzinfo=UTC))
     assert Schedule.objects.get().next_fire_at == datetime(2026, 5, 6, 7, tzinfo=UTC)
+
+
+def test_a_fire_in_an_archived_project_starts_nothing_and_is_recorded_blocked(workflow, clock):
+    clock.move_to(SLOT + 3 * HOUR + timedelta(minutes=10), tick=False)
+    schedule = make_schedule(workflow)
+    Project.objects.filter(pk=workflow.project_id).update(archived=True)
+
+    settled = fire(schedule, SLOT + 4 * HOUR)
+
+    assert outcomes(schedule) == [(SLOT + 4 * HOUR, FireOutcome.BLOCKED)]
+    assert "archived" in settled.reason
+    assert not Run.objects.exists()

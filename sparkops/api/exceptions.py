@@ -7,11 +7,13 @@
 error is not about a field. Tracebacks never reach a client outside DEBUG.
 """
 
+from collections import Counter
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import ProtectedError, RestrictedError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status
@@ -41,9 +43,18 @@ def _first_message(detail: Any) -> str:
     return str(detail) if detail else "Invalid input."
 
 
+def _as_lists(errors: dict) -> dict:
+    """Every field's messages as a list, as serializers give them, even when a view raised a
+    bare string for a field."""
+    return {
+        key: _as_lists(value) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        for key, value in errors.items()
+    }
+
+
 def _validation_body(exc: exceptions.ValidationError) -> dict[str, Any]:
     detail = exc.detail
-    errors = detail if isinstance(detail, dict) else {NON_FIELD_KEY: detail}
+    errors = _as_lists(detail) if isinstance(detail, dict) else {NON_FIELD_KEY: detail}
     message = _first_message(errors)
     if isinstance(detail, dict) and not set(detail) <= {NON_FIELD_KEY}:
         message = "Invalid input: " + ", ".join(k for k in detail if k != NON_FIELD_KEY) + "."
@@ -66,6 +77,16 @@ def _from_django(exc: Exception) -> Exception:
     return exc
 
 
+def _still_referenced_response(exc: ProtectedError | RestrictedError) -> Response:
+    """A delete that other rows still need (a PROTECT or RESTRICT foreign key): 409 naming them,
+    for any delete a service did not turn into a clearer refusal itself."""
+    referrers = getattr(exc, "protected_objects", None) or getattr(exc, "restricted_objects", None) or []
+    counts = Counter(str(obj._meta.verbose_name_plural) for obj in referrers)
+    named = ", ".join(f"{count} {name}" for name, count in sorted(counts.items())) or "other objects"
+    message = f"This cannot be deleted: {named} still refer to it."
+    return Response(error_body(409, "protected", message), status=status.HTTP_409_CONFLICT)
+
+
 def _refusal_response(exc: Refused) -> Response:
     body = {**error_body(exc.status_code, exc.code, exc.message, exc.errors), **exc.extra}
     return Response(body, status=exc.status_code, headers=exc.headers)
@@ -74,6 +95,8 @@ def _refusal_response(exc: Refused) -> Response:
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, Refused):
         return _refusal_response(exc)
+    if isinstance(exc, ProtectedError | RestrictedError):
+        return _still_referenced_response(exc)
     exc = _from_django(exc)
     response = drf_exception_handler(exc, context)
     if response is None:

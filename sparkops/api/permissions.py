@@ -23,3 +23,9 @@ class DenyApiKeyWrites(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return request.method in SAFE_METHODS or api_key_of(request) is None
+
+
+class DenyApiKeyProjects(DenyApiKeys):
+    """A key lives inside one project: it may not create new ones (it would own them)."""
+
+    message = "API keys cannot create projects; authenticate as a user."

@@ -11,6 +11,7 @@ from rest_framework import exceptions, mixins, serializers, viewsets
 from rest_framework.permissions import SAFE_METHODS
 
 from projects.models import Project
+from projects.services import project_require_writable
 from sparkops.roles import Role
 
 from .access import project_roles, role_in
@@ -48,6 +49,8 @@ class ProjectScopedGenericViewSet(viewsets.GenericViewSet):
     write_role = Role.DEVELOPER
     #: Per-action overrides of the role needed, e.g. {"destroy": Role.OWNER}.
     action_roles: dict[str, str] = {}
+    #: Writes still allowed in an archived project (which is otherwise read-only), e.g. {"cancel"}.
+    writable_when_archived: frozenset[str] = frozenset()
 
     # ---------------------------------------------------------------- scoping
     @property
@@ -92,13 +95,16 @@ class ProjectScopedGenericViewSet(viewsets.GenericViewSet):
         return role_in(self.request, project_id)
 
     def check_project_role(self, project_id, role: str | None = None) -> str:
-        """The caller's role in the project, if at least ``role``; else 404 or 403."""
+        """The caller's role in the project, if at least ``role``; else 404 or 403, or 409 for a
+        write in an archived project."""
         needed = role or self.required_role()
         have = self.caller_role(project_id)
         if have is None:
             raise exceptions.NotFound(NO_SUCH_PROJECT)
         if not Role.at_least(have, needed):
             raise exceptions.PermissionDenied(f"This needs the {needed} role in the project; you have {have}.")
+        if self.request.method not in SAFE_METHODS and self.action not in self.writable_when_archived:
+            project_require_writable(project_id=project_id)
         return have
 
     def check_object_permissions(self, request, obj) -> None:

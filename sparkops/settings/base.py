@@ -77,6 +77,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    "sparkops.api.middleware.ApiResponseMiddleware",  # JSON errors and no-store on /api/
     "sparkops.api.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,13 +204,13 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "sparkops.api.ordering.StrictOrderingFilter",
     ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["sparkops.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "sparkops.api.schema.ErrorAutoSchema",
     "EXCEPTION_HANDLER": "sparkops.api.exceptions.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -242,6 +243,8 @@ SPECTACULAR_SETTINGS = {
 # Request bodies larger than this are refused with 413 before any parsing.
 SPARKOPS_MAX_REQUEST_BODY_BYTES = env.int("SPARKOPS_MAX_REQUEST_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = SPARKOPS_MAX_REQUEST_BODY_BYTES
+# Deeper JSON bodies are refused with a 400 (sparkops.api.parsers); none we accept needs more.
+SPARKOPS_MAX_JSON_DEPTH = 64
 
 # ------------------------------------------------------------------------------
 # CORS

@@ -56,6 +56,7 @@ class WorkflowViewSet(ProjectScopedViewSet):
     search_fields = ["name", "slug", "description"]
     ordering_fields = ["name", "slug", "created_at", "updated_at"]
     action_roles = {"validate": Role.VIEWER}  # it saves nothing, so any member may check a draft
+    writable_when_archived = frozenset({"validate"})
 
     def get_queryset(self):
         return selectors.workflows_with_latest(super().get_queryset())
