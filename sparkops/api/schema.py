@@ -30,9 +30,10 @@ DESCRIPTIONS = {
     "401": "Not authenticated, or the credentials are invalid.",
     "403": "Authenticated, but your role in the project does not allow this.",
     "404": "Not found, or in a project you are not a member of.",
-    "409": "The object's current state does not allow this (e.g. cancelling a finished run).",
+    "409": "The state of the object (e.g. a finished run) or of its project (archived) does not allow this.",
     "413": "Request body too large.",
     "429": "Too many requests; retry after the Retry-After header's seconds.",
+    "503": "A dependency (the database) is unavailable; retry after the Retry-After header's seconds.",
 }
 THROTTLED = "x-sparkops-throttled"  # set by ErrorAutoSchema, read (and removed) by the hook
 ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -50,7 +51,11 @@ def _error_codes(path: str, method: str, operation: dict) -> list[str]:
     if "{" in path or any(p["name"] in ("project", "page") for p in query):
         codes.append("404")  # the object, the filtered project or the page does not exist for you
     if method == "delete":
-        codes += ["400", "409"]  # a rule refuses it (the last owner, a workflow with runs)
+        codes.append("400")  # a rule refuses it (the last owner)
+    secured = any(requirement for requirement in operation.get("security", []))
+    if method == "delete" or (method in ("post", "put", "patch") and secured):
+        codes.append("409")  # a state rule refuses it, or the project is archived (read-only)
+    codes.append("503")  # the database is unavailable
     if operation.pop(THROTTLED, False):
         codes.append("429")
     return codes
