@@ -59,7 +59,8 @@ def catalog(fake):
 
 
 def publish(team, slug: str, steps: list[dict], properties: dict | None = None):
-    schema = {"type": "object", "properties": properties or {}}
+    # Every input these runs read is given: required, so templates may read them bare.
+    schema = {"type": "object", "properties": properties or {}, "required": sorted(properties or {})}
     return workflow_services.workflow_create(
         project=team.project,
         user=None,
