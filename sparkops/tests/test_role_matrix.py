@@ -53,9 +53,6 @@ class Op:
     make: Callable[[Team], tuple[str, dict | None]]
     keys: bool = True
     expect: dict[str, str] = field(default_factory=dict)
-    #: Allowed callers get a 2xx with this body. False only where a known bug answers 400 to
-    #: every edit (PUT/PATCH /policies, issue 10, fixed on another branch).
-    works: bool = True
 
     def expected(self, who: str) -> str:
         if who in self.expect:
@@ -132,7 +129,7 @@ def policy_body(team: Team) -> dict:
 def workflow_body(team: Team) -> dict:
     catalog(team)
     definition = {"steps": [{"key": "a", "kind": "agent", "agent": "writer", "prompt": "Hi {{ inputs.name }}"}]}
-    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
     body = {"project": pid(team), "name": "Flow", "slug": unique("flow")}
     return body | {"definition": definition, "input_schema": schema}
 
@@ -261,8 +258,8 @@ MATRIX: dict[tuple[str, str], Op] = {
     ("POST", "/schedules/{id}/resume"): Op(ADMIN, lambda t: (f"{_schedule(t)}/resume", None)),
     ("POST", "/schedules/{id}/trigger"): Op(ADMIN, lambda t: (f"{_schedule(t)}/trigger", None)),
     ("POST", "/policies"): Op(ADMIN, lambda t: ("/policies", policy_body(t))),
-    ("PUT", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), policy_body(t)), works=False),
-    ("PATCH", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), {"enabled": False}), works=False),
+    ("PUT", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), policy_body(t))),
+    ("PATCH", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), {"enabled": False})),
     ("DELETE", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), None)),
 }
 
@@ -330,8 +327,7 @@ def test_each_caller_gets_what_the_role_table_says(team, operation):
 
     assert got == {who: op.expected(who) for who in CALLERS}, statuses
     allowed = [statuses[who] for who in CALLERS if got[who] == OK]
-    if op.works:
-        assert any(200 <= status < 300 for status in allowed), statuses  # the body is one that works
+    assert any(200 <= status < 300 for status in allowed), statuses  # the body is one that works
 
 
 def test_a_developer_key_gets_what_a_developer_gets(team):
