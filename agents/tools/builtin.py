@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import jsonschema
 
-from .base import MAX_RESULT_BITS, ToolError, ToolExecutor, ToolResult, power_error, render
+from .base import MAX_RESULT_BITS, NO_LIMITS, CallLimits, ToolError, ToolExecutor, ToolResult, power_error, render
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,9 @@ class BuiltinExecutor(ToolExecutor):
     def default_input_schema(self, config: dict) -> dict:
         return BUILTINS[config["function"]].input_schema
 
-    def execute(self, *, config: dict, arguments: dict, secret: str = "") -> ToolResult:
+    def execute(self, *, config: dict, arguments: dict, secret: str = "", limits: CallLimits = NO_LIMITS) -> ToolResult:
+        # Built-ins are pure and bounded by their input caps (expression length, exponent and
+        # result size, the sandbox's range limit); they send nothing, so need no key.
         builtin = BUILTINS[config["function"]]
         # The tool's own input_schema may be looser than what the function reads; a missing or
         # mistyped argument is a failed call, not a crash.
