@@ -686,7 +686,8 @@ def test_a_tool_call_cut_at_the_step_timeout_fails_the_agent_step_as_a_timeout(e
     openai_agent(team.project, server.url, tools=[hook])
     server.reply(chat(calls=[("hook", {"n": 1})]))
     server.reply({"ok": True}, delay=5)
-    run = reload(start(make_workflow(team.project, agent_step("a", agent="remote", timeout_seconds=1, retry={"attempts": 1}))))
+    step = agent_step("a", agent="remote", timeout_seconds=1, retry={"attempts": 1})
+    run = reload(start(make_workflow(team.project, step)))
 
     step = step_of(run, "a")
     assert (run.status, step.status) == (RunStatus.FAILED, FAILED)
