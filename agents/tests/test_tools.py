@@ -345,3 +345,13 @@ def test_the_callers_time_limit_cuts_a_longer_tool_timeout(server):
     assert time.monotonic() - started < 2
     assert excinfo.value.timed_out
     assert not excinfo.value.permanent
+
+
+def test_a_template_looping_for_hours_is_cut_at_the_callers_time_limit():
+    template = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(ToolError) as excinfo:
+        BUILTIN.execute(config={"function": "template"}, arguments={"template": template}, limits=tools.CallLimits(0.3))
+    assert time.monotonic() - started < 2
+    assert excinfo.value.timed_out
+    assert call("arithmetic", expression="6*7") == 42  # the alarm is gone: nothing else is cut
