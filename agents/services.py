@@ -1,6 +1,7 @@
 """Agent, tool and credential services: validation across rows, health checks, tool test runs."""
 
 import time
+import uuid
 from typing import Any
 
 import jsonschema
@@ -214,12 +215,15 @@ def _path(error: jsonschema.ValidationError) -> str:
     return "/".join(map(str, error.absolute_path))
 
 
-def tool_execute(*, tool: Tool, arguments: dict) -> tools.ToolResult:
-    """Validate the arguments against the tool's schema and run it once. Raises ValidationError
-    for bad arguments and ToolError for a failed call."""
+def tool_execute(*, tool: Tool, arguments: dict, limits: tools.CallLimits | None = None) -> tools.ToolResult:
+    """Validate the arguments against the tool's schema and run it once, within ``limits`` (a
+    test run from the API gets a fresh idempotency key). Raises ValidationError for bad arguments
+    and ToolError for a failed call."""
     if problems := tool_input_errors(tool=tool, arguments=arguments):
         raise ValidationError({"input": problems})
     if not tool.enabled:
         raise tools.ToolError("The tool is disabled.", permanent=True)
+    if limits is None:
+        limits = tools.CallLimits(idempotency_key=f"test:{uuid.uuid4()}")
     secret = tool.credential.get_secret() if tool.credential else ""
-    return tools.get(tool.kind).execute(config=tool.config, arguments=arguments, secret=secret)
+    return tools.get(tool.kind).execute(config=tool.config, arguments=arguments, secret=secret, limits=limits)

@@ -1,6 +1,7 @@
 """Tool executors: the built-in functions, and HTTP tools against a real local server."""
 
 import json
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -320,3 +321,37 @@ def test_a_minimal_http_config_is_valid():
 def test_every_problem_in_an_http_config_is_reported():
     config = {"method": "BREW", "url": "ftp://x", "headers": ["a"], "timeout": -1}
     assert set(HTTP.validate_config(config)) == {"method", "url", "headers", "timeout"}
+
+
+def test_every_call_carries_the_idempotency_key_it_is_given(server):
+    server.reply({"ok": True})
+    limits = tools.CallLimits(idempotency_key="run-1:notify:1:1:abc")
+    HTTP.execute(config={"method": "POST", "url": server.url + "/n"}, arguments={"a": 1}, limits=limits)
+    assert server.requests[0].headers["idempotency-key"] == "run-1:notify:1:1:abc"
+
+
+def test_a_tool_that_sets_its_own_idempotency_key_keeps_it(server):
+    server.reply({"ok": True})
+    config = {"method": "POST", "url": server.url + "/n", "headers": {"idempotency-key": "{{ ref }}"}}
+    HTTP.execute(config=config, arguments={"ref": "order-7"}, limits=tools.CallLimits(idempotency_key="ours"))
+    assert server.requests[0].headers["idempotency-key"] == "order-7"
+
+
+def test_the_callers_time_limit_cuts_a_longer_tool_timeout(server):
+    server.reply({}, delay=5)
+    started = time.monotonic()
+    with pytest.raises(ToolError) as excinfo:
+        HTTP.execute(config={"url": server.url + "/slow", "timeout": 30}, arguments={}, limits=tools.CallLimits(0.3))
+    assert time.monotonic() - started < 2
+    assert excinfo.value.timed_out
+    assert not excinfo.value.permanent
+
+
+def test_a_template_looping_for_hours_is_cut_at_the_callers_time_limit():
+    template = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(ToolError) as excinfo:
+        BUILTIN.execute(config={"function": "template"}, arguments={"template": template}, limits=tools.CallLimits(0.3))
+    assert time.monotonic() - started < 2
+    assert excinfo.value.timed_out
+    assert call("arithmetic", expression="6*7") == 42  # the alarm is gone: nothing else is cut

@@ -1,6 +1,6 @@
 """Tool executors, one module per tool kind, behind ``base.ToolExecutor`` and this registry."""
 
-from .base import ToolError, ToolExecutor, ToolResult
+from .base import CallLimits, ToolError, ToolExecutor, ToolResult
 from .builtin import BuiltinExecutor
 from .http import HttpExecutor
 
@@ -14,4 +14,4 @@ def get(kind: str) -> ToolExecutor:
         raise ToolError(f"Unknown tool kind {kind!r}.", permanent=True) from None
 
 
-__all__ = ["ToolError", "ToolExecutor", "ToolResult", "get"]
+__all__ = ["CallLimits", "ToolError", "ToolExecutor", "ToolResult", "get"]

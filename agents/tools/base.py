@@ -59,13 +59,28 @@ class ToolResult:
     latency_ms: float
 
 
-class ToolError(Exception):
-    """A failed tool call; ``permanent`` says whether trying again could help."""
+@dataclass(frozen=True)
+class CallLimits:
+    """What the caller allows one call: ``timeout`` seconds at most (a step's remaining time; the
+    tool's own timeout still applies when shorter), and the ``idempotency_key`` an HTTP tool
+    sends so the receiver can drop a repeat of the same call."""
 
-    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None):
+    timeout: float | None = None
+    idempotency_key: str = ""
+
+
+NO_LIMITS = CallLimits()
+
+
+class ToolError(Exception):
+    """A failed tool call; ``permanent`` says whether trying again could help, ``timed_out``
+    whether it ran out of the time it was given."""
+
+    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None, timed_out: bool = False):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.timed_out = timed_out
 
 
 class ToolExecutor(abc.ABC):
@@ -76,8 +91,8 @@ class ToolExecutor(abc.ABC):
         """Field -> message for each problem in a tool's config; empty when valid."""
 
     @abc.abstractmethod
-    def execute(self, *, config: dict, arguments: dict, secret: str = "") -> ToolResult:
-        """Run the tool once with validated arguments. Raises ToolError."""
+    def execute(self, *, config: dict, arguments: dict, secret: str = "", limits: CallLimits = NO_LIMITS) -> ToolResult:
+        """Run the tool once with validated arguments, within ``limits``. Raises ToolError."""
 
     def default_input_schema(self, config: dict) -> dict:
         return {"type": "object"}

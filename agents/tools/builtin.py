@@ -1,15 +1,18 @@
 """Built-in tools: a small vetted registry of pure functions. Never eval of user input."""
 
 import ast
+import contextlib
 import math
 import operator
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import jsonschema
 
-from .base import MAX_RESULT_BITS, ToolError, ToolExecutor, ToolResult, power_error, render
+from .base import MAX_RESULT_BITS, NO_LIMITS, CallLimits, ToolError, ToolExecutor, ToolResult, power_error, render
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ class BuiltinExecutor(ToolExecutor):
     def default_input_schema(self, config: dict) -> dict:
         return BUILTINS[config["function"]].input_schema
 
-    def execute(self, *, config: dict, arguments: dict, secret: str = "") -> ToolResult:
+    def execute(self, *, config: dict, arguments: dict, secret: str = "", limits: CallLimits = NO_LIMITS) -> ToolResult:
+        # Built-ins send nothing, so need no idempotency key; they get the caller's time limit.
         builtin = BUILTINS[config["function"]]
         # The tool's own input_schema may be looser than what the function reads; a missing or
         # mistyped argument is a failed call, not a crash.
@@ -138,5 +142,36 @@ class BuiltinExecutor(ToolExecutor):
         if problem is not None:
             raise ToolError(f"Invalid input for {config['function']}: {problem.message}", permanent=True)
         started = time.monotonic()
-        output = builtin.function(arguments)
+        try:
+            with _time_limit(limits.timeout):
+                output = builtin.function(arguments)
+        except _OutOfTime:
+            message = f"Timed out after {limits.timeout:g}s."
+            raise ToolError(message, permanent=False, timed_out=True) from None
         return ToolResult(output=output, latency_ms=(time.monotonic() - started) * 1000)
+
+
+class _OutOfTime(BaseException):
+    """Raised by the alarm; a BaseException so no ``except Exception`` inside Jinja swallows it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Interrupt the block after ``seconds``. Input caps bound each operation, not how many a
+    template runs: two nested loops over range(100000) take hours. A Celery prefork worker runs
+    tasks on its main thread, where an alarm can interrupt them; elsewhere (threads) the block
+    runs unbounded."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

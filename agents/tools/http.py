@@ -13,7 +13,7 @@ from jinja2 import meta
 
 from sparkops.lib import http
 
-from .base import TEMPLATES, ToolError, ToolExecutor, ToolResult, render, template_errors
+from .base import NO_LIMITS, TEMPLATES, CallLimits, ToolError, ToolExecutor, ToolResult, render, template_errors
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 MAX_TIMEOUT = 120
@@ -41,11 +41,13 @@ class HttpExecutor(ToolExecutor):
             errors["timeout"] = f"Timeout must be a number of seconds in (0, {MAX_TIMEOUT}]."
         return errors
 
-    def execute(self, *, config: dict, arguments: dict, secret: str = "") -> ToolResult:
+    def execute(self, *, config: dict, arguments: dict, secret: str = "", limits: CallLimits = NO_LIMITS) -> ToolResult:
         method = config.get("method", "GET").upper()
         # Values placed in the URL are percent-encoded so an argument cannot change the host.
         url = render(config["url"], {k: quote(str(v), safe="") for k, v in arguments.items()})
         headers = {k: render(v, {**arguments, "credential": secret}) for k, v in config.get("headers", {}).items()}
+        if limits.idempotency_key and not any(name.lower() == "idempotency-key" for name in headers):
+            headers["Idempotency-Key"] = limits.idempotency_key  # a key the tool sets itself wins
         query, body = None, None
         if method in ("GET", "DELETE"):
             used = meta.find_undeclared_variables(TEMPLATES.parse(config["url"]))
@@ -53,10 +55,12 @@ class HttpExecutor(ToolExecutor):
         else:
             body = arguments
         timeout = config.get("timeout", 10)
+        if limits.timeout is not None:
+            timeout = min(timeout, limits.timeout)
         try:
             response = http.request(method, url, headers=headers, params=query, json=body, timeout=timeout)
         except http.OutboundError as exc:
-            raise ToolError(str(exc), permanent=exc.permanent) from exc
+            raise ToolError(str(exc), permanent=exc.permanent, timed_out=isinstance(exc, http.TimedOut)) from exc
         if response.status_code >= 400:
             transient = response.status_code in (408, 429) or response.status_code >= 500
             retry_after = response.headers.get("retry-after")

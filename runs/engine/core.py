@@ -269,7 +269,9 @@ def _run(step: RunStep, run: Run) -> None:
         return
     outputs = _outputs_for(run, spec)
     timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
-    ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout)
+    # Counted from the claim, like the lease, so the lease always outlasts the step's last call.
+    elapsed = (timezone.now() - step.started_at).total_seconds()
+    ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout - elapsed)
     try:
         output = _perform(ctx, definition)
     except StepCancelled:

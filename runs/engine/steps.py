@@ -1,6 +1,7 @@
 """What each step kind does. Functions here call adapters and record each call's tokens and
 cost as it happens; they never change a step's status (core does, through transitions)."""
 
+import hashlib
 import json
 import operator
 import time
@@ -42,6 +43,14 @@ class StepFailed(Exception):
 
     def as_error(self) -> dict:
         return {"type": self.kind, "message": str(self), "permanent": self.permanent}
+
+
+class StepTimedOut(StepFailed):
+    """The step's ``timeout_seconds`` ran out: before a call (which is then not made) or during
+    one (which was cut at the step's deadline)."""
+
+    def __init__(self, message: str = "The step ran out of time."):
+        super().__init__(message, permanent=False, kind="Timeout")
 
 
 class StepCancelled(Exception):
@@ -91,6 +100,10 @@ class StepContext:
     spend: list[dict] = field(default_factory=list)
     #: The project's call-level policies, read once per attempt.
     policies: list | None = None
+    #: Tool calls started in this attempt, and which try of the step this is (read on first use):
+    #: both go into each call's idempotency key.
+    tool_calls: int = 0
+    try_number: int | None = None
 
     def emit(self, type_: str, payload: dict) -> None:
         self.pending.append((type_, self.step, payload))
@@ -126,10 +139,14 @@ class StepContext:
             raise StepFailed(f"Template error: {exc}", permanent=True, kind="TemplateError") from exc
 
     def remaining(self) -> float:
+        """Seconds left for the next call, which is bounded by them; none left: StepTimedOut."""
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise StepFailed("The step ran out of time.", permanent=False, kind="Timeout")
+            raise StepTimedOut()
         return left
+
+    def timed_out(self) -> bool:
+        return time.monotonic() >= self.deadline
 
     def check_cancel(self) -> None:
         cancelling = Run.objects.filter(pk=self.run.pk, status=RunStatus.CANCELLING).exists
@@ -291,19 +308,42 @@ def _decision_payload(ctx: StepContext, decision) -> dict:
 # ------------------------------------------------------------------------------
 def call_tool(ctx: StepContext, tool: Tool, arguments: Any) -> Any:
     ask_policies(ctx, _call_facts(ctx, tool=tool), arguments)
+    # No call may outlive the step: the lease is the step's timeout plus a margin, and a call
+    # past it would be taken over by another worker and sent twice.
+    limits = tools.CallLimits(timeout=ctx.remaining(), idempotency_key=idempotency_key(ctx, tool, arguments))
     started = time.monotonic()
     try:
-        result = agent_services.tool_execute(tool=tool, arguments=arguments)
+        result = agent_services.tool_execute(tool=tool, arguments=arguments, limits=limits)
     except ValidationError as exc:
         message = "; ".join(exc.message_dict.get("input", exc.messages))
         _record_tool_call(ctx, tool.slug, arguments, None, message, (time.monotonic() - started) * 1000)
         raise StepFailed(f"Invalid input for {tool.slug}: {message}", permanent=True, kind="InvalidToolInput") from exc
     except tools.ToolError as exc:
         _record_tool_call(ctx, tool.slug, arguments, None, str(exc), (time.monotonic() - started) * 1000)
+        if exc.timed_out and ctx.timed_out():
+            raise StepTimedOut(f"The step ran out of time calling {tool.slug}: {exc}") from exc
         raise StepFailed(str(exc), permanent=exc.permanent, kind="ToolError", retry_after=exc.retry_after) from exc
     _record_tool_call(ctx, tool.slug, arguments, result.output, "", result.latency_ms)
     ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
     return result.output
+
+
+def idempotency_key(ctx: StepContext, tool: Tool, arguments: Any) -> str:
+    """``<run id>:<step key>:<try>:<call>:<digest>``, sent as the Idempotency-Key header.
+
+    ``try`` counts the step's recorded tries (1, then 2 after a retry), not deliveries: a worker
+    that dies mid-call left no outcome, and the worker taking the step over sends the same call
+    with the same key, so the receiver can drop the repeat. A retry follows a recorded failure and
+    gets new keys, since receivers replay what they answered the first time, errors included.
+    ``call`` numbers the tool calls of the attempt from 1 and ``digest`` (16 hex digits of
+    SHA-256 over the tool and its arguments) tells apart different calls an agent makes at the
+    same position after a takeover."""
+    if ctx.try_number is None:
+        ctx.try_number = 1 + ctx.step.events.filter(type=EventType.STEP_RETRYING).count()
+    ctx.tool_calls += 1
+    content = json.dumps([tool.pk, arguments], sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(content).hexdigest()[:16]
+    return f"{ctx.run.pk}:{ctx.step.key}:{ctx.try_number}:{ctx.tool_calls}:{digest}"
 
 
 def _project_tool(ctx: StepContext, slug: str) -> Tool:
@@ -364,7 +404,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
         call = _call_facts(ctx, agent=agent, estimate_usd=estimate, estimate_tokens=tokens)
         verdict = ask_policies(ctx, call)
         try:
-            result = _complete(provider, request)
+            result = _complete(ctx, provider, request)
         except StepFailed:
             release = partial(policy_services.spend_release, entry_id=verdict.entry_id)
             durably(release, until=ctx.step.lease_expires_at)  # the failure is in hand: write it
@@ -403,10 +443,12 @@ def _capped(ctx: StepContext, agent: Agent) -> dict:
     return {**agent.parameters, "max_tokens": settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS}
 
 
-def _complete(provider, request: CompletionRequest):
+def _complete(ctx: StepContext, provider, request: CompletionRequest):
     try:
         return provider.complete(request)
     except providers.ProviderError as exc:
+        if ctx.timed_out():  # cut at the step's deadline: the step's timeout, not the provider's
+            raise StepTimedOut(f"The step ran out of time waiting for {request.model}: {exc}") from exc
         raise StepFailed(str(exc), permanent=exc.permanent, kind="ProviderError", retry_after=exc.retry_after) from exc
 
 
@@ -429,6 +471,8 @@ def _answer_tool_calls(ctx: StepContext, allowed: dict[str, Tool], calls) -> lis
 def _tool_answer(ctx: StepContext, tool: Tool, arguments: dict) -> Any:
     try:
         return {"output": call_tool(ctx, tool, arguments)}
+    except StepTimedOut:
+        raise  # the step is out of time: nothing to tell the model
     except StepFailed as exc:
         return {"error": str(exc)}
 

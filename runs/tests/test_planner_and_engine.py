@@ -769,3 +769,62 @@ def test_a_call_that_returns_after_a_cancel_is_counted_but_not_used(engine, sett
     assert "too late" not in json.dumps(run.outputs)
     assert llm_calls(run, "a") == 1
     assert EventType.STEP_SUCCEEDED not in event_types(run)
+
+
+# ------------------------------------------------------------------------------
+# Idempotency keys on HTTP tool calls
+# ------------------------------------------------------------------------------
+def http_tool(project, url: str):
+    from agents import services as agent_services
+    from agents.models import Tool
+
+    tool = Tool(project=project, slug="hook", name="Hook", kind="http", config={"method": "POST", "url": url})
+    return agent_services.tool_save(tool=tool)
+
+
+def sent_keys(server) -> list[str]:
+    return [r.headers["idempotency-key"] for r in server.requests if r.path == "/hook"]
+
+
+def test_two_tool_calls_in_one_attempt_carry_different_keys(engine, team, server):
+    hook = http_tool(team.project, server.url + "/hook")
+    openai_agent(team.project, server.url, tools=[hook])
+    server.reply(chat(calls=[("hook", {"n": 1}), ("hook", {"n": 1})]))
+    server.reply({"ok": True})
+    server.reply({"ok": True})
+    server.reply(chat("done"))
+    run = start(make_workflow(team.project, agent_step("a", agent="remote")))
+
+    assert run.status == RunStatus.SUCCEEDED
+    first, second = sent_keys(server)
+    assert first.startswith(f"{run.pk}:a:1:1:")
+    assert second.startswith(f"{run.pk}:a:1:2:")
+    assert first.rsplit(":", 1)[1] == second.rsplit(":", 1)[1]  # the same call, made twice on purpose
+
+
+def test_a_retried_tool_call_gets_a_new_key_and_the_same_call_digest(engine, team, server):
+    http_tool(team.project, server.url + "/hook")
+    server.reply({"error": "busy"}, status=503)
+    server.reply({"ok": True})
+    step = {"key": "notify", "kind": "tool", "tool": "hook", "input": {"text": "hi"}}
+    run = start(make_workflow(team.project, {**step, "retry": {"attempts": 2, "backoff_seconds": 0}}))
+
+    assert run.status == RunStatus.SUCCEEDED
+    first, second = sent_keys(server)
+    assert first.split(":")[1:4] == ["notify", "1", "1"]
+    assert second.split(":")[1:4] == ["notify", "2", "1"]
+    assert first.split(":")[4] == second.split(":")[4]
+
+
+def test_a_tool_call_cut_at_the_step_timeout_fails_the_agent_step_as_a_timeout(engine, team, server):
+    hook = http_tool(team.project, server.url + "/hook")  # the tool's own timeout: 10 s
+    openai_agent(team.project, server.url, tools=[hook])
+    server.reply(chat(calls=[("hook", {"n": 1})]))
+    server.reply({"ok": True}, delay=5)
+    step = agent_step("a", agent="remote", timeout_seconds=1, retry={"attempts": 1})
+    run = reload(start(make_workflow(team.project, step)))
+
+    step = step_of(run, "a")
+    assert (run.status, step.status) == (RunStatus.FAILED, FAILED)
+    assert step.error["type"] == "Timeout", (step.error, [e.payload for e in events(run, EventType.TOOL_CALL)])
+    assert len(server.requests) == 2  # the model is not asked again: the step has no time left

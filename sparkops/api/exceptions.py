@@ -7,12 +7,15 @@
 error is not about a field. Tracebacks never reach a client outside DEBUG.
 """
 
+import logging
+import sys
 from collections import Counter
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError, RestrictedError
 from django.http import Http404, JsonResponse
 from django.views import defaults
@@ -23,6 +26,10 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from sparkops.lib.errors import Refused
 
 NON_FIELD_KEY = "non_field_errors"
+# What a client should wait before trying again when the database is unreachable.
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+log = logging.getLogger(__name__)
 
 
 class Conflict(exceptions.APIException):
@@ -92,9 +99,28 @@ def _refusal_response(exc: Refused) -> Response:
     return Response(body, status=exc.status_code, headers=exc.headers)
 
 
+def _database_unavailable(exc: BaseException | None) -> bool:
+    """The database could not be reached or dropped the connection (OperationalError: refused,
+    terminated, too many clients; InterfaceError: the connection is already closed). Transient
+    for the client: 503 with Retry-After, not a 500 that says we have a bug."""
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def _unavailable_body() -> dict[str, Any]:
+    return error_body(503, "database_unavailable", "The database is unavailable; try again shortly.")
+
+
+def _unavailable_headers() -> dict[str, str]:
+    return {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, Refused):
         return _refusal_response(exc)
+    if _database_unavailable(exc):
+        # The driver's text (host, port, user) goes to the log only.
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        return Response(_unavailable_body(), status=503, headers=_unavailable_headers())
     if isinstance(exc, ProtectedError | RestrictedError):
         return _still_referenced_response(exc)
     exc = _from_django(exc)
@@ -127,6 +153,15 @@ def handler404(request, exception=None):
 
 
 def handler500(request):
+    # Called while the exception is being handled: outside DRF views (middleware, the admin), a
+    # database outage is a 503 too.
+    if _database_unavailable(sys.exc_info()[1]):
+        if _wants_json(request):
+            return JsonResponse(_unavailable_body(), status=503, headers=_unavailable_headers())
+        response = defaults.server_error(request)
+        response.status_code = 503
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     if _wants_json(request):
         body = error_body(500, "server_error", "Internal server error.")
         return JsonResponse(body, status=status.HTTP_500_INTERNAL_SERVER_ERROR)

@@ -41,6 +41,10 @@ class ResponseTooLarge(OutboundError):
     permanent = True
 
 
+class TimedOut(OutboundError):
+    """The call took longer than the time it was given."""
+
+
 @dataclass
 class Response:
     status_code: int
@@ -88,28 +92,67 @@ def resolve_checked(host: str, port: int) -> list[str]:
     return addresses
 
 
+def _left(deadline: float, timeout: float | None, error: type[Exception]) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("The call's total time ran out.")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """httpx's timeouts are per socket operation: a server sending its headers or body a byte at
+    a time keeps each read short and the call alive for as long as it likes. Every read and write
+    here waits at most until the call's deadline, so no call outlives the time it was given (a
+    step's remaining time, which its lease exceeds)."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+        self._stream, self._deadline = stream, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(self._deadline, timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(self._deadline, timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+        left = _left(self._deadline, timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, left), self._deadline)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
 class _GuardedBackend(httpcore.SyncBackend):
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         last_error: Exception | None = None
         for address in resolve_checked(host, port):
             try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                left = _left(self.deadline, timeout, httpcore.ConnectTimeout)
+                stream = super().connect_tcp(address, port, left, local_address, socket_options)
+                return _DeadlineStream(stream, self.deadline)
             except httpcore.ConnectError as exc:
                 last_error = exc
         raise last_error or httpcore.ConnectError(f"Cannot connect to {host}")
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, **kwargs):
+    def __init__(self, *, deadline: float, **kwargs):
         super().__init__(**kwargs)
         # httpx does not expose httpcore's network backend; this is where the connect happens.
-        self._pool._network_backend = _GuardedBackend()
+        self._pool._network_backend = _GuardedBackend(deadline)
 
 
-def _client(timeout: float) -> httpx.Client:
+def _client(timeout: float, deadline: float) -> httpx.Client:
     # trust_env=False: proxies from the environment would connect on our behalf, unguarded.
     # Redirects are followed by hand below, so each hop's headers can be vetted.
-    return httpx.Client(transport=GuardedTransport(), timeout=timeout, follow_redirects=False, trust_env=False)
+    transport = GuardedTransport(deadline=deadline)
+    return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
 
 
 def _parse(url: str) -> httpx.URL:
@@ -142,11 +185,12 @@ def request(
 ) -> Response:
     """Send one request through the guard. Raises OutboundError (and subclasses) only.
 
-    With ``max_redirects=0`` a 3xx comes back as the response itself."""
+    ``timeout`` bounds the whole call, redirects and body included (TimedOut past it). With
+    ``max_redirects=0`` a 3xx comes back as the response itself."""
     started = time.monotonic()
     _check_scheme(_parse(url))
     try:
-        with _client(timeout) as client:
+        with _client(timeout, started + timeout) as client:
             outgoing = client.build_request(method, url, headers=headers, json=json, content=content, params=params)
             response, history = _send_following(client, outgoing, set(headers or {}), max_redirects)
             try:
@@ -154,7 +198,7 @@ def request(
             finally:
                 response.close()
     except httpx.TimeoutException as exc:
-        raise OutboundError(f"Timed out after {timeout:g}s ({type(exc).__name__}).") from exc
+        raise TimedOut(f"Timed out after {timeout:g}s ({type(exc).__name__}).") from exc
     except httpx.InvalidURL as exc:  # not an HTTPError; e.g. params that make a bad URL
         raise OutboundError(f"Invalid URL: {exc}", permanent=True) from exc
     except httpx.HTTPError as exc:
@@ -197,6 +241,6 @@ def _read_capped(response: httpx.Response, max_bytes: int, *, deadline: float) -
         # httpx's timeout is per read: a server dripping a byte at a time would hold the worker
         # for as long as it likes. The whole call gets the timeout.
         if time.monotonic() > deadline:
-            raise OutboundError("Timed out: the response body was still arriving at the deadline.")
+            raise TimedOut("Timed out: the response body was still arriving at the deadline.")
         chunks.append(chunk)
     return b"".join(chunks)

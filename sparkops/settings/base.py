@@ -108,8 +108,23 @@ TEMPLATES = [
 DATABASE_URL = env.str("DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # The ASGI web server runs each request's sync code in a thread of its own: a persistent
+    # connection per thread piles up backends until PostgreSQL refuses clients. There, requests
+    # borrow from a pool per process (sparkops/asgi.py turns it on) and give the connection back
+    # when they end. Workers and beat run one task at a time per process: one persistent,
+    # health-checked connection each is the right number.
+    DATABASE_POOL = env.bool("DATABASE_POOL", default=False) and DATABASE_URL.startswith("postgres")
+    if DATABASE_POOL:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # "closing" returns the connection to the pool
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+            # A request waiting longer for a connection gets 503 database_unavailable.
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        }
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 else:
     # Web, worker and beat write to one SQLite file at once. Django's default deferred
     # transactions upgrade to a write lock mid-transaction and fail with "database is locked"
@@ -302,6 +317,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=660)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fix-up closes the database connection before and after every task (a new
+# PostgreSQL session per task) unless this is set; it then recycles the connection every N tasks.
+# sparkops/celery.py checks the kept connection's health and age before each task instead.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # A running step is presumed lost with its worker this long after its timeout; the reaper then

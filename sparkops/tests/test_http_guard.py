@@ -359,7 +359,7 @@ def test_a_slow_answer_times_out_as_a_transient_error(servers, settings):
     with pytest.raises(OutboundError) as excinfo:
         http.request("GET", box[0].url(), timeout=0.2)
 
-    assert type(excinfo.value) is OutboundError
+    assert type(excinfo.value) is http.TimedOut
     assert not excinfo.value.permanent
     assert "Timed out" in str(excinfo.value)
     assert time.monotonic() - started < 2
@@ -386,6 +386,29 @@ def test_a_body_dripping_in_slowly_is_cut_off_at_the_timeout(servers, settings):
     assert not excinfo.value.permanent
     assert "Timed out" in str(excinfo.value)
     assert time.monotonic() - started < 1.5
+
+
+def test_headers_dripping_in_slowly_are_cut_off_at_the_timeout(servers, settings):
+    # Each read returns well within httpx's per-read timeout; only a deadline over the whole call
+    # stops a server that never finishes its headers.
+    settings.SPARKOPS_HTTP_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    box: list = []
+
+    def drip(handler):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for n in range(100):
+            handler.wfile.write(f"X-Drip-{n}: z\r\n".encode())
+            handler.wfile.flush()
+            if box[0].stopping.wait(0.05):
+                return
+
+    box.append(servers(respond=drip))
+    started = time.monotonic()
+
+    with pytest.raises(http.TimedOut):
+        http.request("GET", box[0].url(), timeout=0.3)
+
+    assert time.monotonic() - started < 1
 
 
 def test_connection_refused_is_a_transient_error(settings):
