@@ -114,7 +114,7 @@ def two_step_workflow(team, fake):
         name="Two",
         slug="two",
         definition={"steps": steps},
-        input_schema={"type": "object", "properties": {"name": {"type": "string"}}},
+        input_schema={"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
         publish=True,
     )
 

@@ -292,7 +292,7 @@ if REDIS_URL:
     CELERY_RESULT_BACKEND = REDIS_URL
     # Longer than any step may run, so Redis never redelivers a message still being worked on.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=7200),
         # A publish to a down or frozen Redis fails within these (runs/engine/dispatch.py).
         "socket_timeout": REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
@@ -314,8 +314,11 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=660)
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600)
+# Past the longest step a workflow may set (timeout_seconds up to 3600, every call bounded by it)
+# plus its lease margin and the outcome write: a time limit never cuts a step short of its own
+# timeout, and never kills a task whose step is still inside its lease.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3700)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3760)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Celery's Django fix-up closes the database connection before and after every task (a new
 # PostgreSQL session per task) unless this is set; it then recycles the connection every N tasks.
