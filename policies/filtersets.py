@@ -1,5 +1,7 @@
 import django_filters
 
+from sparkops.api.filters import UtcDateTimeFilter
+
 from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
 from .models import Policy, PolicyDecision, SpendEntry
 
@@ -17,7 +19,7 @@ class PolicyFilterSet(django_filters.FilterSet):
 class PolicyDecisionFilterSet(django_filters.FilterSet):
     outcome = django_filters.ChoiceFilter(choices=Outcome.choices)
     stage = django_filters.ChoiceFilter(choices=Stage.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
 
     class Meta:
         model = PolicyDecision
@@ -26,8 +28,8 @@ class PolicyDecisionFilterSet(django_filters.FilterSet):
 
 class SpendEntryFilterSet(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=EntryStatus.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = SpendEntry

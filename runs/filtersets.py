@@ -1,5 +1,7 @@
 import django_filters
 
+from sparkops.api.filters import UtcDateTimeFilter
+
 from .choices import RunStatus, StepStatus, Trigger
 from .models import Run, RunStep, Schedule
 
@@ -7,8 +9,8 @@ from .models import Run, RunStep, Schedule
 class RunFilterSet(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
     trigger = django_filters.ChoiceFilter(choices=Trigger.choices)
-    queued_after = django_filters.IsoDateTimeFilter(field_name="queued_at", lookup_expr="gte")
-    queued_before = django_filters.IsoDateTimeFilter(field_name="queued_at", lookup_expr="lt")
+    queued_after = UtcDateTimeFilter(field_name="queued_at", lookup_expr="gte")
+    queued_before = UtcDateTimeFilter(field_name="queued_at", lookup_expr="lt")
     agent = django_filters.UUIDFilter(field_name="task_agent", help_text="Tasks of this agent.")
 
     class Meta:

@@ -230,6 +230,21 @@ def test_the_queued_after_and_before_filters(team, workflow):
     assert ids(client.get(RUNS, {"queued_before": cut})) == [str(old.pk)]
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("queued_before", "0521-11-25T22:53:04.56-16:33"),  # no time zone is 16 hours off UTC
+        ("queued_after", "0001-01-01T00:00:00+05:00"),  # before year 1 once in UTC
+        ("queued_before", "9999-12-31T23:00:00-05:00"),  # after year 9999 once in UTC
+    ],
+)
+def test_a_date_time_no_clock_can_show_is_a_field_error(team, workflow, name, value):
+    response = team.client(Role.VIEWER).get(RUNS, {name: value})
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()["errors"]) == [name]
+
+
 def test_an_invalid_filter_value_is_400(team, run):
     assert_error(team.client(Role.VIEWER).get(RUNS, {"status": "nope"}), 400)
 
