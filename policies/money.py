@@ -28,7 +28,11 @@ def config_usd(config: dict, key: str) -> Decimal | None:
 
 def too_precise(value: Any) -> bool:
     amount = as_decimal(value)
-    return amount is not None and amount.is_finite() and amount != amount.quantize(MICRO, rounding=ROUND_HALF_UP)
+    if amount is None or not amount.is_finite():
+        return False
+    # The exponent, not quantize(): quantizing 1e23 to micro-dollars needs more digits than the
+    # decimal context has and raises.
+    return amount.normalize().as_tuple().exponent < MICRO.as_tuple().exponent
 
 
 def usd(value: Decimal) -> str:

@@ -27,7 +27,14 @@ log = logging.getLogger(__name__)
 def _running_step_ids() -> list[int]:
     from celery.worker import state
 
-    return [int(request.args[0]) for request in list(state.active_requests) if request.name == "runs.step_execute"]
+    for _ in range(10):
+        try:
+            # A WeakSet that pool threads shrink as tasks end: copying it can race with them.
+            requests = list(state.active_requests)
+        except RuntimeError:
+            continue
+        return [int(request.args[0]) for request in requests if request.name == "runs.step_execute"]
+    return []
 
 
 def hand_back(step_ids: list[int], grace: float) -> None:

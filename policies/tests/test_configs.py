@@ -197,3 +197,11 @@ def test_the_factory_default_is_a_valid_blocking_budget():
     policy.full_clean()
 
     assert (policy.kind, policy.action) == (PolicyKind.BUDGET, PolicyAction.BLOCK)
+
+
+@pytest.mark.parametrize("amount", [1e23, 1e308, "1e30"])
+def test_an_amount_too_large_for_the_ledger_is_a_field_error_not_a_crash(amount):
+    errors = config_errors(PolicyKind.BUDGET, {"amount_usd": amount, "window": "month"})
+
+    assert errors
+    assert all(message.startswith("amount_usd: ") for message in errors)

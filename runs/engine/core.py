@@ -329,6 +329,7 @@ def _write_outcome(step: RunStep, ctx: StepContext | None, outcome: str, move) -
 
     def write() -> bool:
         with transaction.atomic():
+            reserve_sequences(step.run_id, 0)  # the run's row before the step's, as claim and advance
             if ctx is not None:
                 ctx.write()  # the final call's tokens count even when another worker took over
             moved = move()
@@ -345,6 +346,9 @@ def _write_outcome(step: RunStep, ctx: StepContext | None, outcome: str, move) -
 def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
     def write() -> None:
         with transaction.atomic():
+            # The run's row before the step's, the order claim and advance lock them in: a takeover
+            # claim racing this write waits for it instead of deadlocking with it.
+            reserve_sequences(step.run_id, 0)
             # Conditional on this attempt: a worker that lost its lease must not overwrite the result
             # of the worker that took over.
             done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
