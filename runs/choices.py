@@ -64,6 +64,7 @@ class EventType(models.TextChoices):
     STEP_QUEUED = "step.queued"
     STEP_STARTED = "step.started"
     STEP_OUTCOME_REFUSED = "step.outcome_refused"
+    STEP_HANDED_BACK = "step.handed_back"
     STEP_RETRYING = "step.retrying"
     STEP_SUCCEEDED = "step.succeeded"
     STEP_FAILED = "step.failed"

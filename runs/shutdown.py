@@ -18,8 +18,10 @@ from datetime import timedelta
 
 from celery.signals import worker_shutting_down
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
+
+from .choices import EventType, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,33 @@ def _running_step_ids() -> list[int]:
 
 def hand_back(step_ids: list[int], grace: float) -> None:
     """Let another worker claim these steps once the grace has passed, if they are still running."""
-    from .choices import StepStatus
     from .engine import dispatch
     from .models import RunStep
 
     until = timezone.now() + timedelta(seconds=grace)
     try:
         # Only shortened: a lease already ending sooner is left as it is.
-        RunStep.objects.filter(pk__in=step_ids, status=StepStatus.RUNNING, lease_expires_at__gt=until).update(
-            lease_expires_at=until
-        )
+        for step in RunStep.objects.filter(pk__in=step_ids, status=StepStatus.RUNNING, lease_expires_at__gt=until):
+            shorten_lease(step, until)
     finally:
         connection.close()  # this thread's connection
     for step_id in step_ids:
         dispatch.step_now(step_id, delay=grace + 1)
+
+
+def shorten_lease(step, until) -> None:
+    """The step's lease ends at ``until``, and the log says it was handed back: the takeover that
+    follows is not counted as a crash towards poison."""
+    from .engine.transitions import emit, reserve_sequences
+    from .models import RunStep
+
+    with transaction.atomic():
+        reserve_sequences(step.run_id, 0)  # the run's row before the step's, as the engine locks them
+        shortened = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
+            lease_expires_at=until
+        )
+        if shortened:
+            emit(step.run_id, EventType.STEP_HANDED_BACK, step=step, payload={"key": step.key, "attempt": step.attempt})
 
 
 def _enforce(grace: float) -> None:

@@ -22,7 +22,7 @@ from workflows import dag, templating
 
 from .. import admission
 from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
-from ..models import Run, RunStep
+from ..models import Run, RunEvent, RunStep
 from . import dispatch
 from .durability import durably
 from .steps import (
@@ -186,7 +186,10 @@ def claim(step_id: int) -> RunStep | None:
     claimable = (
         Q(status=StepStatus.QUEUED) if not taken_over else Q(status=StepStatus.RUNNING, lease_expires_at__lt=now)
     )
-    events = [] if fields["lost_workers"] >= POISON_AFTER_LOST_WORKERS else [_started(step, fields)]
+    step.crashes = fields["lost_workers"]
+    if step.crashes >= POISON_AFTER_LOST_WORKERS:
+        step.crashes -= _handed_back(step)  # a worker stopped for a deploy did not crash
+    events = [] if step.crashes >= POISON_AFTER_LOST_WORKERS else [_started(step, fields)]
     with transaction.atomic():
         # The run's row first (the event's number), then the step's: the order advance locks them
         # in, so a claim never deadlocks with an advance that cancels this queued step.
@@ -198,6 +201,11 @@ def claim(step_id: int) -> RunStep | None:
     for name, value in fields.items():
         setattr(step, name, value)
     return step
+
+
+def _handed_back(step: RunStep) -> int:
+    """Takeovers of steps a stopping worker handed back (runs/shutdown.py): not crashes."""
+    return RunEvent.objects.filter(run_id=step.run_id, step=step, type=EventType.STEP_HANDED_BACK).count()
 
 
 def _started(step: RunStep, fields: dict) -> tuple:
@@ -213,8 +221,8 @@ def execute(step_id: int) -> None:
         _advance_if_settled(step_id)
         return
     run = step.run
-    if step.lost_workers >= POISON_AFTER_LOST_WORKERS:
-        message = f"Its worker died {step.lost_workers} times while running it; it is not run again."
+    if step.crashes >= POISON_AFTER_LOST_WORKERS:
+        message = f"Its worker died {step.crashes} times while running it; it is not run again."
         _fail_step(step, StepFailed(message, permanent=True, kind="Poison"))
     elif run.status in (RunStatus.CANCELLING, *RUN_TERMINAL):
         _write_outcome(step, None, "cancelled", _cancelling(step))

@@ -535,6 +535,22 @@ def test_a_step_whose_worker_died_three_times_fails_as_poison_without_a_fourth_e
     assert reload(step.run).error["type"] == "Poison"
 
 
+def test_a_step_handed_back_by_a_stopping_worker_is_not_counted_as_a_crash(queued_step):
+    from runs import shutdown
+
+    lost(queued_step, times=core.POISON_AFTER_LOST_WORKERS)
+    # A deploy stops the worker running the third attempt: it hands the step back (hand_back's
+    # write, without its closing of the shutdown thread's connection and its re-publish).
+    shutdown.shorten_lease(RunStep.objects.get(pk=queued_step.pk), timezone.now() - timedelta(seconds=1))
+
+    core.execute(queued_step.pk)
+
+    step = RunStep.objects.get(pk=queued_step.pk)
+    assert (step.status, step.lost_workers) == (SUCCEEDED, core.POISON_AFTER_LOST_WORKERS)
+    (handed_back,) = RunEvent.objects.filter(run_id=step.run_id, type=EventType.STEP_HANDED_BACK)
+    assert handed_back.payload == {"key": "a", "attempt": core.POISON_AFTER_LOST_WORKERS}
+
+
 def test_a_step_whose_worker_died_fewer_times_runs_and_its_start_says_so(queued_step):
     lost(queued_step, times=core.POISON_AFTER_LOST_WORKERS - 1)
 
