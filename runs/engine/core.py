@@ -345,10 +345,30 @@ def _write_outcome(step: RunStep, ctx: StepContext | None, outcome: str, move) -
                 emit_many(step.run_id, [_refused(step, outcome)])
         return moved
 
-    moved = durably(write, until=step.lease_expires_at)
+    moved = durably(_unless_landed(step, write, landed=True), until=step.lease_expires_at)
     if ctx is not None:
         ctx.forget()
     return moved
+
+
+def _unless_landed(step: RunStep, write, *, landed: Any = None):
+    """``write`` for durably(), which on a retry first checks whether the previous try committed
+    after all (the connection dropped after COMMIT reached the server, before its answer came back):
+    then the step has left ``running`` at this attempt, and writing again would count the
+    attempt's tokens, cost and ledger entries twice. Only this attempt's own outcome moves it so."""
+    tries = 0
+
+    def once():
+        nonlocal tries
+        tries += 1
+        if (
+            tries > 1
+            and RunStep.objects.filter(pk=step.pk, attempt=step.attempt).exclude(status=StepStatus.RUNNING).exists()
+        ):
+            return landed
+        return write()
+
+    return once
 
 
 def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
@@ -372,7 +392,7 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
             if done:
                 _skip_untaken(step, ctx.untaken)
 
-    durably(write, until=step.lease_expires_at)
+    durably(_unless_landed(step, write), until=step.lease_expires_at)
     ctx.forget()
 
 

@@ -7,10 +7,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from agents.tests.provider_server import ProviderServer
+from policies.models import SpendEntry
 from runs import services
 from runs.choices import EventType, RunStatus, StepStatus
 from runs.engine import core
@@ -844,3 +845,34 @@ def test_a_tool_call_cut_at_the_step_timeout_fails_the_agent_step_as_a_timeout(e
     assert (run.status, step.status) == (RunStatus.FAILED, FAILED)
     assert step.error["type"] == "Timeout", (step.error, [e.payload for e in events(run, EventType.TOOL_CALL)])
     assert len(server.requests) == 2  # the model is not asked again: the step has no time left
+
+
+def test_an_outcome_whose_commit_answer_was_lost_is_not_written_twice(transactional_db, queued_step):
+    """The connection drops after the outcome's COMMIT reached the database, before its answer came
+    back: the worker writes again through a new connection, and finds its own outcome there."""
+    dropped = []
+
+    def drop_once() -> None:
+        if not dropped:
+            dropped.append(True)
+            raise OperationalError("server closed the connection unexpectedly")
+
+    def after_the_outcome_commits(execute, sql, params, many, context):
+        # PostgreSQL's bulk insert sends a column per parameter (UNNEST), SQLite a value each.
+        values = [v for p in params or [] for v in (p if isinstance(p, list | tuple) else [p])]
+        if "runs_runevent" in sql and EventType.STEP_SUCCEEDED in values:
+            transaction.on_commit(drop_once)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(after_the_outcome_commits):
+        core.execute(queued_step.pk)
+
+    step = RunStep.objects.get(pk=queued_step.pk)
+    assert dropped
+    assert step.status == SUCCEEDED
+    assert step.input_tokens > 0
+    assert reload(step.run).input_tokens == step.input_tokens  # counted once, on the run and the step
+    types = list(RunEvent.objects.filter(run_id=step.run_id, step=step).values_list("type", flat=True))
+    assert types.count(EventType.STEP_SUCCEEDED) == types.count(EventType.LLM_CALL) == 1
+    assert EventType.STEP_OUTCOME_REFUSED not in types
+    assert SpendEntry.objects.filter(step=step).count() == 1
