@@ -28,22 +28,33 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class FakeOpenAI:
-    def __init__(self) -> None:
-        self.prompts: Counter[str] = Counter()  # prompt text -> completions requested
-        self.failed_once: set[str] = set()
-        self.bodies: list[dict] = []  # every request body, in order
+class LocalServer:
+    """A threaded HTTP server on a free port of 127.0.0.1, serving until stop()."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class FakeOpenAI(LocalServer):
+    def __init__(self) -> None:
+        self.prompts: Counter[str] = Counter()  # prompt text -> completions requested
+        self.failed_once: set[str] = set()
+        self.bodies: list[dict] = []  # every request body, in order
+        self.serve(_handler(self))
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
 
     def answer(self, body: dict) -> tuple[int, dict, float]:
         messages = body["messages"]
@@ -117,24 +128,18 @@ def _handler(fake: FakeOpenAI):
     return Handler
 
 
-class SideEffects:
+class SideEffects(LocalServer):
     """An HTTP endpoint with a side effect, for HTTP tools: it counts every request (the effect)
     and answers after ``delay`` seconds, so a test can act while a call is in flight."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _effect_handler(self))
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.serve(_effect_handler(self))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/effect"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return f"{self.origin}/effect"
 
 
 def _effect_handler(effects: SideEffects):
