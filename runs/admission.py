@@ -1,5 +1,5 @@
 """Run-level policies: may a run start now (rate limits, exhausted budgets), and may a queued run
-take a slot (concurrency limits). Call-level policies live in runs.engine.steps."""
+take a slot (concurrency limits). Call-level policies are asked in runs.engine.calls."""
 
 from collections.abc import Callable
 from dataclasses import dataclass

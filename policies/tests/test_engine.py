@@ -70,7 +70,7 @@ def fake_openai(settings):
 
 def estimate(prompt: str, max_tokens: int = DEFAULT_OUTPUT, price=(1, 2)) -> tuple[Decimal, int]:
     """What the engine reserves for one call of a tool-less agent without a system prompt: every
-    byte of the prompt a token, max_tokens out (runs.engine.steps.estimate_call)."""
+    byte of the prompt a token, max_tokens out (runs.engine.calls.estimate_call)."""
     input_tokens = len(json.dumps([[prompt, []]]).encode()) + len(b"[]")
     cost = (price[0] * input_tokens + price[1] * max_tokens) / MTOK
     return cost, input_tokens + max_tokens

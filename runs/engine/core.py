@@ -24,17 +24,9 @@ from .. import admission
 from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
 from . import dispatch
+from .context import StepCancelled, StepContext, StepFailed, StepHeld, recorded_fields
 from .durability import durably
-from .steps import (
-    StepCancelled,
-    StepContext,
-    StepFailed,
-    StepHeld,
-    recorded_fields,
-    run_agent_step,
-    run_condition_step,
-    run_tool_step,
-)
+from .kinds import agent, condition, tool
 from .transitions import emit_many, insert_events, move_run, move_step, reserve_sequences
 
 log = logging.getLogger(__name__)
@@ -317,11 +309,11 @@ def _outputs_for(run: Run, spec: dict) -> dict[str, Any]:
 
 def _perform(ctx: StepContext, definition: dict) -> Any:
     if ctx.step.kind == "agent":
-        return run_agent_step(ctx)
+        return agent.run(ctx)
     if ctx.step.kind == "tool":
-        return run_tool_step(ctx)
+        return tool.run(ctx)
     if ctx.step.kind == "condition":
-        return run_condition_step(ctx, definition)
+        return condition.run(ctx, definition)
     raise StepFailed(f"Unknown step kind {ctx.step.kind!r}.", permanent=True)
 
 

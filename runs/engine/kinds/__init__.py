@@ -1,0 +1,1 @@
+"""The engine side of each step kind: one module per kind."""
