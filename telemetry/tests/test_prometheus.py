@@ -17,7 +17,7 @@ from runs.choices import RunStatus, StepStatus
 from runs.engine import core
 from runs.models import Run, RunStep
 from runs.tests.factories import bare_run, make_catalog, make_workflow
-from sparkops.lib import cache_metrics
+from telemetry import cache_metrics
 
 TOKEN = "scrape-token-0123456789"
 OUTSIDE = "203.0.113.9"  # TEST-NET-3: in no allowed network
