@@ -245,19 +245,6 @@ def test_admin_pages_share_one_route_label(db):
     assert value(found, "sparkops_http_request_duration_seconds_count", method="GET", route="admin") == 2
 
 
-def test_counters_on_the_file_cache_add_up_and_do_not_expire(settings, tmp_path, time_machine):
-    # The embedded default's cache: incr there is a get and a set, which would reset the timeout.
-    settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(tmp_path)}
-    }
-    cache_metrics.add("test:counter", 2)
-    cache_metrics.add("test:counter", 3)
-
-    time_machine.move_to(timezone.now() + timedelta(days=1))
-
-    assert cache_metrics.counters(["test:counter", "test:never"]) == {"test:counter": 5, "test:never": 0}
-
-
 # ------------------------------------------------------------------------------
 # The reaper
 # ------------------------------------------------------------------------------
