@@ -35,7 +35,6 @@ class StepStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-STEP_ACTIVE = frozenset({StepStatus.QUEUED, StepStatus.RUNNING, StepStatus.WAITING_APPROVAL})
 STEP_TERMINAL = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 
 

@@ -2,8 +2,8 @@ import django_filters
 
 from sparkops.api.filters import UtcDateTimeFilter
 
-from .choices import RunStatus, StepStatus, Trigger
-from .models import Run, RunStep, Schedule
+from .choices import RunStatus, Trigger
+from .models import Run, Schedule
 
 
 class RunFilterSet(django_filters.FilterSet):
@@ -26,14 +26,6 @@ class RunFilterSet(django_filters.FilterSet):
             "queued_before",
             "agent",
         ]
-
-
-class RunStepFilterSet(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=StepStatus.choices)
-
-    class Meta:
-        model = RunStep
-        fields = ["status", "kind"]
 
 
 class ScheduleFilterSet(django_filters.FilterSet):

@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
+from . import signals
 from .engine import core, dispatch
 
 
@@ -18,12 +19,11 @@ def step_execute(step_id: int) -> None:
 
 @shared_task(name="runs.reap", ignore_result=True)
 def reap() -> dict:
-    from .prometheus import reaper_counted
     from .schedules import release_buffered
 
     counts = core.reap()
     counts["buffered_fires_started"] = release_buffered()
-    reaper_counted(counts)
+    signals.reaped.send(sender=reap, counts=counts)
     return counts
 
 

@@ -46,7 +46,3 @@ def make_team() -> Team:
     outsider_membership = MembershipFactory(role=Role.OWNER)
     team.outsider, team.other_project = outsider_membership.user, outsider_membership.project
     return team
-
-
-def rank_allows(role: str, needed: str) -> bool:
-    return Role.at_least(role, needed)

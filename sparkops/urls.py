@@ -3,8 +3,8 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from runs.api.metrics import MetricsView
-from runs.prometheus import metrics_view
+from telemetry.api.metrics import MetricsView
+from telemetry.prometheus import metrics_view
 
 from . import health
 

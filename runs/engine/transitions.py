@@ -4,7 +4,7 @@ from the statuses a transition allows, each with its event in the run's log."""
 from django.db import connection, transaction
 from django.utils import timezone
 
-from ..choices import RUN_TRANSITIONS, EventType, RunStatus, StepStatus
+from ..choices import RUN_TRANSITIONS, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
 
 
@@ -107,12 +107,3 @@ def move_step(
 def require_run_status(run: Run, allowed, action: str) -> None:
     if run.status not in allowed:
         raise TransitionRefused(f"Cannot {action} a run that is {run.status}.")
-
-
-STEP_EVENT = {
-    StepStatus.QUEUED: EventType.STEP_QUEUED,
-    StepStatus.SUCCEEDED: EventType.STEP_SUCCEEDED,
-    StepStatus.FAILED: EventType.STEP_FAILED,
-    StepStatus.SKIPPED: EventType.STEP_SKIPPED,
-    StepStatus.CANCELLED: EventType.STEP_CANCELLED,
-}

@@ -1,4 +1,4 @@
-"""RunFilterSet and RunStepFilterSet: one test per filter, on the filterset itself."""
+"""RunFilterSet: one test per filter, on the filterset itself."""
 
 from datetime import timedelta
 
@@ -6,12 +6,12 @@ import pytest
 from django.utils import timezone
 
 from runs import services
-from runs.choices import RunStatus, StepStatus, Trigger
-from runs.filtersets import RunFilterSet, RunStepFilterSet
-from runs.models import Run, RunStep
+from runs.choices import RunStatus, Trigger
+from runs.filtersets import RunFilterSet
+from runs.models import Run
 from sparkops.roles import Role
 
-from .factories import agent_step, bare_run, make_catalog, make_workflow, start, tool_step
+from .factories import agent_step, bare_run, make_catalog, make_workflow
 
 
 @pytest.fixture
@@ -26,12 +26,6 @@ def workflow(catalog):
 
 def runs(**data) -> set:
     filterset = RunFilterSet(data, queryset=Run.objects.all())
-    assert filterset.is_valid(), filterset.errors
-    return set(filterset.qs)
-
-
-def steps(**data) -> set:
-    filterset = RunStepFilterSet(data, queryset=RunStep.objects.all())
     assert filterset.is_valid(), filterset.errors
     return set(filterset.qs)
 
@@ -101,14 +95,3 @@ def test_agent_selects_its_tasks(team, catalog, workflow):
     services.task_start(agent=catalog.helper, user=owner, title="h")
     bare_run(workflow)
     assert runs(agent=str(catalog.writer.pk)) == {writer_task}
-
-
-def test_step_status_and_kind(catalog):
-    run = start(make_workflow(catalog.project, tool_step("calc", "1+1"), agent_step("say", depends_on=["calc"])))
-    calc, say = run.steps.get(key="calc"), run.steps.get(key="say")
-    RunStep.objects.filter(pk=calc.pk).update(status=StepStatus.SUCCEEDED)
-
-    assert steps(kind="tool") == {calc}
-    assert steps(status=["succeeded"]) == {calc}
-    assert steps(status=["pending", "succeeded"]) == {calc, say}
-    assert steps(status=["pending"], kind="agent") == {say}

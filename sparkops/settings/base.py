@@ -69,11 +69,12 @@ LOCAL_APPS = [
     "workflows",
     "policies",
     "runs",
+    "telemetry",
 ]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
-    "sparkops.metrics_middleware.RequestLatencyMiddleware",  # first, so it times all the others
+    "telemetry.middleware.RequestLatencyMiddleware",  # first, so it times all the others
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",

@@ -21,17 +21,17 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from policies.choices import EntryStatus
 from policies.models import SpendEntry
+from runs.choices import RunStatus, StepStatus
+from runs.models import Run, RunStep
 from sparkops.api.exceptions import error_body
-from sparkops.lib import cache_metrics
 from sparkops.lib.client_address import client_address, from_trusted_proxy
-from sparkops.metrics_middleware import METHODS, OTHER, route_names
 
-from .choices import RunStatus, StepStatus
-from .models import Run, RunStep
+from . import cache_metrics
+from .middleware import METHODS, OTHER, route_names
 
 log = logging.getLogger(__name__)
 
-#: Keys of the dict runs.tasks.reap returns, each a counter of what the reaper did.
+#: Keys of the counts runs.signals.reaped carries, each a counter of what the reaper did.
 REAPER_ACTIONS = ("steps", "runs", "reservations", "buffered_fires_started")
 # A proxy adds one of these: the address Django sees is then the proxy's, not the scraper's.
 FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
@@ -40,8 +40,8 @@ NOT_ALLOWED = (
 )
 
 
-def reaper_counted(counts: dict[str, int]) -> None:
-    """Add what one reaper pass did to the reaper counters."""
+def reaper_counted(sender, counts: dict[str, int], **kwargs) -> None:
+    """Add what one reaper pass did to the reaper counters (receives ``runs.signals.reaped``)."""
     for action in REAPER_ACTIONS:
         cache_metrics.add(f"reaper:{action}", counts.get(action, 0))
 

@@ -12,9 +12,8 @@ from django.db.models.functions import TruncDate
 from policies.choices import EntryStatus, Outcome
 from policies.models import PolicyDecision, SpendEntry
 from policies.selectors import COUNTED
-
-from .choices import RunStatus
-from .models import Run, RunStep
+from runs.choices import RunStatus
+from runs.models import Run, RunStep
 
 # Percentiles are computed in Python from the newest durations, so the same code answers on SQLite
 # (no percentile function) and PostgreSQL; the cap bounds the rows read on a busy installation.

@@ -17,7 +17,7 @@ from runs.choices import RunStatus, StepStatus
 from runs.engine import core
 from runs.models import Run, RunStep
 from runs.tests.factories import bare_run, make_catalog, make_workflow
-from sparkops.lib import cache_metrics
+from telemetry import cache_metrics
 
 TOKEN = "scrape-token-0123456789"
 OUTSIDE = "203.0.113.9"  # TEST-NET-3: in no allowed network
@@ -243,19 +243,6 @@ def test_admin_pages_share_one_route_label(db):
     found = samples(scrape())
 
     assert value(found, "sparkops_http_request_duration_seconds_count", method="GET", route="admin") == 2
-
-
-def test_counters_on_the_file_cache_add_up_and_do_not_expire(settings, tmp_path, time_machine):
-    # The embedded default's cache: incr there is a get and a set, which would reset the timeout.
-    settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(tmp_path)}
-    }
-    cache_metrics.add("test:counter", 2)
-    cache_metrics.add("test:counter", 3)
-
-    time_machine.move_to(timezone.now() + timedelta(days=1))
-
-    assert cache_metrics.counters(["test:counter", "test:never"]) == {"test:counter": 5, "test:never": 0}
 
 
 # ------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from policies.choices import Outcome
+from runs.choices import RunStatus
 from sparkops.api.access import project_roles
 from sparkops.api.viewsets import NO_SUCH_PROJECT
 from sparkops.roles import Role
 
 from .. import metrics
-from ..choices import RunStatus
 
 DEFAULT_SPAN = timedelta(days=7)
 BAD_SINCE = "Enter an ISO 8601 date or date-time, e.g. 2026-11-01 or 2026-11-01T09:30:00Z."

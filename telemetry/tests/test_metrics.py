@@ -11,11 +11,11 @@ from policies.choices import EntryStatus, Outcome, Stage
 from policies.models import PolicyDecision, SpendEntry
 from projects.tests.factories import MembershipFactory
 from runs.choices import RunStatus, StepStatus
-from runs.metrics import percentile
 from runs.models import Run, RunStep
 from runs.tests.factories import bare_run, make_catalog, make_workflow
 from sparkops.roles import Role
 from sparkops.testing import client_for
+from telemetry.metrics import percentile
 
 URL = "/api/v1/metrics"
 NOW = timezone.now()

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from .lib import cache_metrics
+from . import cache_metrics
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 OTHER = "other"
