@@ -2,12 +2,12 @@ from django.db.models import Q
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.api.views import ToolViewSet
 from sparkops.api.access import api_key_of, project_roles
+from sparkops.api.pagination import CursorPagination
 from sparkops.api.viewsets import NO_SUCH_PROJECT, ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
 from sparkops.roles import Role
 
@@ -63,9 +63,14 @@ class PolicyViewSet(ProjectScopedViewSet):
             return
         super().check_object_permissions(request, obj)
 
+    def check_create_role(self, data: dict) -> None:
+        if data.get("project") is None:  # a global policy
+            if not self._is_staff():
+                raise exceptions.PermissionDenied(GLOBAL_ONLY_STAFF)
+            return
+        super().check_create_role(data)
+
     def perform_create(self, serializer) -> None:
-        project = serializer.validated_data.get("project")
-        self._check_target(project)
         policy = Policy(created_by=self.request.user, **serializer.validated_data)
         serializer.instance = services.policy_save(policy=policy)
 
@@ -74,13 +79,6 @@ class PolicyViewSet(ProjectScopedViewSet):
 
     def perform_destroy(self, instance) -> None:
         instance.delete()
-
-    def _check_target(self, project) -> None:
-        if project is None:
-            if not self._is_staff():
-                raise exceptions.PermissionDenied(GLOBAL_ONLY_STAFF)
-            return
-        self.check_project_role(project.pk)
 
     @extend_schema(
         summary="A budget's spend in its current window",
@@ -116,12 +114,6 @@ class BudgetListView(APIView):
         return Response(BudgetStatusSerializer(selectors.budgets_of(projects), many=True).data)
 
 
-class NewestFirst(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-
 @extend_schema_view(
     list=extend_schema(summary="Policy decisions: runs refused or held, calls blocked, warned, sent for approval")
 )
@@ -129,7 +121,7 @@ class PolicyDecisionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pr
     queryset = PolicyDecision.objects.select_related("policy")
     serializer_class = PolicyDecisionSerializer
     filterset_class = PolicyDecisionFilterSet
-    pagination_class = NewestFirst
+    pagination_class = CursorPagination
     ordering_fields = ["created_at"]
 
 
@@ -138,5 +130,5 @@ class SpendEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
     queryset = SpendEntry.objects.all()
     serializer_class = SpendEntrySerializer
     filterset_class = SpendEntryFilterSet
-    pagination_class = NewestFirst
+    pagination_class = CursorPagination
     ordering_fields = ["created_at"]

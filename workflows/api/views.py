@@ -62,13 +62,11 @@ class WorkflowViewSet(ProjectScopedViewSet):
         return selectors.workflows_with_latest(super().get_queryset())
 
     def perform_create(self, serializer: WorkflowSerializer) -> None:
-        data = serializer.validated_data
-        self.check_project_role(data["project"].pk)
         with per_step_errors():
-            serializer.instance = services.workflow_create(user=self.request.user, **data)
+            serializer.instance = services.workflow_create(user=self.request.user, **serializer.validated_data)
 
     def perform_update(self, serializer: WorkflowSerializer) -> None:
-        data = {key: value for key, value in serializer.validated_data.items() if key != "project"}
+        data = serializer.validated_data
         with per_step_errors():
             workflow = services.workflow_update(workflow=serializer.instance, user=self.request.user, **data)
         # Read again: the instance carries the newest version as prefetched before the edit.
