@@ -3,12 +3,11 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agents.api.views import ToolViewSet
-from sparkops.api.access import api_key_of, project_roles
+from sparkops.api.access import api_key_of, project_roles, requested_project_ids
 from sparkops.api.pagination import CursorPagination
-from sparkops.api.viewsets import NO_SUCH_PROJECT, ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
+from sparkops.api.viewsets import ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
 from sparkops.roles import Role
 
 from .. import selectors, services
@@ -95,23 +94,20 @@ class PolicyViewSet(ProjectScopedViewSet):
         return Response(BudgetStatusSerializer(statuses, many=True).data)
 
 
-class BudgetListView(APIView):
+class BudgetViewSet(ProjectScopedGenericViewSet):
     """``GET /budgets``: every budget over the caller's projects with its current window."""
+
+    filter_backends: list = []  # ?project= is the only filter, read by requested_project_ids
+    pagination_class = None
 
     @extend_schema(
         summary="Budgets with spent, reserved, remaining and projected spend",
         responses=BudgetStatusSerializer(many=True),
         tags=["policies"],
     )
-    def get(self, request):
-        projects = list(project_roles(request))
-        raw = request.query_params.get("project")
-        if raw:
-            match = [p for p in projects if str(p) == raw.lower()]
-            if not match:
-                raise exceptions.NotFound(NO_SUCH_PROJECT)
-            projects = match
-        return Response(BudgetStatusSerializer(selectors.budgets_of(projects), many=True).data)
+    def list(self, request):
+        statuses = selectors.budgets_of(requested_project_ids(request))
+        return Response(BudgetStatusSerializer(statuses, many=True).data)
 
 
 @extend_schema_view(

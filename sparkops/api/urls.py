@@ -1,11 +1,11 @@
 """/api/v1: one router for every app's viewsets, plus the auth endpoints."""
 
-from django.urls import include, path, re_path
+from django.urls import include, path
 
 from accounts.api.views import ApiKeyViewSet
 from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet
 from policies.api.views import (
-    BudgetListView,
+    BudgetViewSet,
     GuardedToolViewSet,
     PolicyDecisionViewSet,
     PolicyViewSet,
@@ -38,9 +38,9 @@ router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("policies", PolicyViewSet, basename="policy")
 router.register("policy-decisions", PolicyDecisionViewSet, basename="policy-decision")
 router.register("spend", SpendEntryViewSet, basename="spend-entry")
+router.register("budgets", BudgetViewSet, basename="budget")
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),
-    re_path(r"^budgets/?$", BudgetListView.as_view(), name="budgets"),
     path("", include(router.urls)),
 ]
