@@ -63,6 +63,10 @@ def _validation_body(exc: exceptions.ValidationError) -> dict[str, Any]:
 def _from_django(exc: Exception) -> Exception:
     """Django's exceptions, raised by services and models, as DRF's, keeping their messages."""
     if isinstance(exc, DjangoValidationError):
+        if isinstance(nested := getattr(exc, "errors", None), dict):
+            # A refusal that keeps nested messages (a workflow's per-step errors) keeps its shape;
+            # its flat Django messages are for forms.
+            return exceptions.ValidationError(nested)
         if not hasattr(exc, "error_dict"):
             return exceptions.ValidationError(exc.messages)
         errors = exc.message_dict

@@ -2,7 +2,11 @@
 
 It limits each queryset to the caller's projects, checks the caller's role in the object's
 project for each action, and answers 404 for anything in a project the caller is not in,
-including through ``?project=``. Subclasses only name queryset, serializer, filterset and roles.
+including through ``?project=``. A create is checked against the role in the new object's
+project and an update never moves an object to another project, before the view's own
+``perform_create``/``perform_update`` (which only save). Subclasses only name queryset,
+serializer, filterset and roles; their serializers point at project-scoped rows with
+``ScopedRelatedField`` (``ProjectField`` for the project itself).
 """
 
 import uuid
