@@ -47,10 +47,9 @@ class PolicyViewSet(ProjectScopedViewSet):
     ordering_fields = ["name", "priority", "created_at", "kind"]
     write_role = Role.ADMIN
 
-    def get_queryset(self):
+    def visible(self) -> Q:
         # Global policies act on every project, so every member may read them.
-        mine = Q(project_id__in=list(project_roles(self.request)))
-        return Policy.objects.select_related("project").filter(mine | Q(project__isnull=True))
+        return super().visible() | Q(project__isnull=True)
 
     def _is_staff(self) -> bool:
         return bool(self.request.user.is_staff) and api_key_of(self.request) is None

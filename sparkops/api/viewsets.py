@@ -11,6 +11,7 @@ serializer, filterset and roles; their serializers point at project-scoped rows 
 
 import uuid
 
+from django.db.models import Q
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
@@ -82,8 +83,12 @@ class ProjectScopedGenericViewSet(viewsets.GenericViewSet):
         return f"{self.project_field}_id" if self.project_field else "pk"
 
     def get_queryset(self):
-        queryset = super().get_queryset()
-        return queryset.filter(**{f"{self.project_id_path}__in": list(project_roles(self.request))})
+        return super().get_queryset().filter(self.visible())
+
+    def visible(self) -> Q:
+        """The rows the caller may see: those of their projects. A model with rows outside any
+        project (global policies) widens this, and only this."""
+        return Q(**{f"{self.project_id_path}__in": list(project_roles(self.request))})
 
     def filter_queryset(self, queryset):
         if self.project_field:
