@@ -16,6 +16,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from sparkops.lib.errors import NotAuthenticated, TooManyRequests
 from sparkops.roles import Role
 
 from .models import ApiKey, User, UserManager
@@ -25,16 +26,28 @@ from .tokens import TOKEN_VERSION_CLAIM, tokens_for_user
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
 
 
-class LoginLocked(Exception):
-    """Too many failed logins for this account or client; refused until the window passes."""
+class LoginLocked(TooManyRequests):
+    """Too many failed logins for this account or client; refused until the window passes (429)."""
+
+    def __init__(self):
+        wait = settings.SPARKOPS_LOGIN_LOCKOUT_SECONDS
+        super().__init__(
+            f"Too many failed logins. Try again later. Expected available in {wait} seconds.", retry_after=wait
+        )
 
 
-class InvalidCredentials(Exception):
-    """Unknown email, wrong password or inactive account: one answer for all three."""
+class InvalidCredentials(NotAuthenticated):
+    """Unknown email, wrong password or inactive account: one answer for all three (401)."""
+
+    code = "invalid_credentials"
+    default_message = "Invalid email or password."
 
 
-class TokenRevoked(Exception):
-    """A refresh token that was rotated, logged out, or minted before a password change."""
+class TokenRevoked(NotAuthenticated):
+    """A refresh token that was rotated, logged out, or minted before a password change (401)."""
+
+    code = "token_not_valid"
+    default_message = "Refresh token is invalid, expired or already used."
 
 
 # ------------------------------------------------------------------------------

@@ -1,20 +1,10 @@
 from rest_framework import serializers
 
-from sparkops.api.access import project_roles
-from sparkops.api.viewsets import ProjectField
+from sparkops.api.viewsets import ProjectField, ScopedRelatedField
 
 from .. import providers
 from ..models import Agent, ModelPrice, ProviderCredential, Tool
 from ..selectors import price_in_force
-
-
-class ProjectScopedRelatedField(serializers.PrimaryKeyRelatedField):
-    """A related row in one of the caller's projects; others read as not existing."""
-
-    def get_queryset(self):
-        request = self.context.get("request")
-        ids = list(project_roles(request)) if request else []
-        return super().get_queryset().filter(project_id__in=ids)
 
 
 class CredentialSerializer(serializers.ModelSerializer):
@@ -49,7 +39,7 @@ class CredentialSerializer(serializers.ModelSerializer):
 
 class ToolSerializer(serializers.ModelSerializer):
     project = ProjectField()
-    credential = ProjectScopedRelatedField(queryset=ProviderCredential.objects.all(), required=False, allow_null=True)
+    credential = ScopedRelatedField(queryset=ProviderCredential.objects.all(), required=False, allow_null=True)
 
     class Meta:
         model = Tool
@@ -75,8 +65,8 @@ class ToolSerializer(serializers.ModelSerializer):
 class AgentSerializer(serializers.ModelSerializer):
     project = ProjectField()
     provider = serializers.ChoiceField(choices=providers.choices())
-    tools = ProjectScopedRelatedField(queryset=Tool.objects.all(), many=True, required=False)
-    credential = ProjectScopedRelatedField(queryset=ProviderCredential.objects.all(), required=False, allow_null=True)
+    tools = ScopedRelatedField(queryset=Tool.objects.all(), many=True, required=False)
+    credential = ScopedRelatedField(queryset=ProviderCredential.objects.all(), required=False, allow_null=True)
     # A method field, not a plain BooleanField: rows from create (and any unannotated agent)
     # have no is_priced attribute, and a BooleanField would silently drop the key.
     is_priced = serializers.SerializerMethodField(

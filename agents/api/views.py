@@ -49,15 +49,15 @@ class AgentViewSet(ProjectScopedViewSet):
     search_fields = ["name", "slug", "description", "role", "model"]
     ordering_fields = ["name", "created_at", "provider", "model"]
 
+    project_changes_ignored = True
+
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        self.check_project_role(data["project"].pk)
         tool_list = data.pop("tools", [])
         serializer.instance = services.agent_save(agent=Agent(**data), tool_list=tool_list)
 
     def perform_update(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        data.pop("project", None)  # an agent never moves between projects
         tool_list = data.pop("tools", None)
         agent = services.agent_save(agent=assign(serializer.instance, data), tool_list=tool_list)
         # Read it back: the is_priced annotation was computed for the old provider and model.
@@ -89,17 +89,16 @@ class CredentialViewSet(ProjectScopedViewSet):
     search_fields = ["name", "base_url"]
     ordering_fields = ["name", "created_at"]
     write_role = Role.ADMIN
+    project_changes_ignored = True
 
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        self.check_project_role(data["project"].pk)
         secret = data.pop("secret", "")
         credential = ProviderCredential(**data, created_by=self.request.user)
         serializer.instance = services.credential_save(credential=credential, secret=secret)
 
     def perform_update(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        data.pop("project", None)
         secret = data.pop("secret", None)
         services.credential_save(credential=assign(serializer.instance, data), secret=secret)
 
@@ -124,18 +123,17 @@ class ToolViewSet(ProjectScopedViewSet):
     filterset_class = ToolFilterSet
     search_fields = ["name", "slug", "description"]
     ordering_fields = ["name", "created_at", "kind", "risk_class"]
+    project_changes_ignored = True
 
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        role = self.check_project_role(data["project"].pk)
-        may_label = Role.at_least(role, Role.ADMIN)
+        may_label = Role.at_least(self.caller_role(data["project"].pk), Role.ADMIN)
         if not may_label:
             data.setdefault("risk_class", services.UNCLASSED_RISK)  # until an admin classes it
         serializer.instance = services.tool_save(tool=Tool(**data), may_label=may_label)
 
     def perform_update(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        data.pop("project", None)
         may_label = Role.at_least(self.caller_role(serializer.instance.project_id), Role.ADMIN)
         services.tool_save(tool=assign(serializer.instance, data), may_label=may_label)
 

@@ -2,13 +2,12 @@ from django.db.models import Q
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agents.api.views import ToolViewSet
-from sparkops.api.access import api_key_of, project_roles
-from sparkops.api.viewsets import NO_SUCH_PROJECT, ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
+from sparkops.api.access import api_key_of, project_roles, requested_project_ids
+from sparkops.api.pagination import CursorPagination
+from sparkops.api.viewsets import ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
 from sparkops.roles import Role
 
 from .. import selectors, services
@@ -48,10 +47,9 @@ class PolicyViewSet(ProjectScopedViewSet):
     ordering_fields = ["name", "priority", "created_at", "kind"]
     write_role = Role.ADMIN
 
-    def get_queryset(self):
+    def visible(self) -> Q:
         # Global policies act on every project, so every member may read them.
-        mine = Q(project_id__in=list(project_roles(self.request)))
-        return Policy.objects.select_related("project").filter(mine | Q(project__isnull=True))
+        return super().visible() | Q(project__isnull=True)
 
     def _is_staff(self) -> bool:
         return bool(self.request.user.is_staff) and api_key_of(self.request) is None
@@ -63,9 +61,14 @@ class PolicyViewSet(ProjectScopedViewSet):
             return
         super().check_object_permissions(request, obj)
 
+    def check_create_role(self, data: dict) -> None:
+        if data.get("project") is None:  # a global policy
+            if not self._is_staff():
+                raise exceptions.PermissionDenied(GLOBAL_ONLY_STAFF)
+            return
+        super().check_create_role(data)
+
     def perform_create(self, serializer) -> None:
-        project = serializer.validated_data.get("project")
-        self._check_target(project)
         policy = Policy(created_by=self.request.user, **serializer.validated_data)
         serializer.instance = services.policy_save(policy=policy)
 
@@ -74,13 +77,6 @@ class PolicyViewSet(ProjectScopedViewSet):
 
     def perform_destroy(self, instance) -> None:
         instance.delete()
-
-    def _check_target(self, project) -> None:
-        if project is None:
-            if not self._is_staff():
-                raise exceptions.PermissionDenied(GLOBAL_ONLY_STAFF)
-            return
-        self.check_project_role(project.pk)
 
     @extend_schema(
         summary="A budget's spend in its current window",
@@ -97,29 +93,20 @@ class PolicyViewSet(ProjectScopedViewSet):
         return Response(BudgetStatusSerializer(statuses, many=True).data)
 
 
-class BudgetListView(APIView):
+class BudgetViewSet(ProjectScopedGenericViewSet):
     """``GET /budgets``: every budget over the caller's projects with its current window."""
+
+    filter_backends: list = []  # ?project= is the only filter, read by requested_project_ids
+    pagination_class = None
 
     @extend_schema(
         summary="Budgets with spent, reserved, remaining and projected spend",
         responses=BudgetStatusSerializer(many=True),
         tags=["policies"],
     )
-    def get(self, request):
-        projects = list(project_roles(request))
-        raw = request.query_params.get("project")
-        if raw:
-            match = [p for p in projects if str(p) == raw.lower()]
-            if not match:
-                raise exceptions.NotFound(NO_SUCH_PROJECT)
-            projects = match
-        return Response(BudgetStatusSerializer(selectors.budgets_of(projects), many=True).data)
-
-
-class NewestFirst(CursorPagination):
-    ordering = ("-created_at", "-id")
-    page_size_query_param = "page_size"
-    max_page_size = 200
+    def list(self, request):
+        statuses = selectors.budgets_of(requested_project_ids(request))
+        return Response(BudgetStatusSerializer(statuses, many=True).data)
 
 
 @extend_schema_view(
@@ -129,7 +116,7 @@ class PolicyDecisionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Pr
     queryset = PolicyDecision.objects.select_related("policy")
     serializer_class = PolicyDecisionSerializer
     filterset_class = PolicyDecisionFilterSet
-    pagination_class = NewestFirst
+    pagination_class = CursorPagination
     ordering_fields = ["created_at"]
 
 
@@ -138,5 +125,5 @@ class SpendEntryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Projec
     queryset = SpendEntry.objects.all()
     serializer_class = SpendEntrySerializer
     filterset_class = SpendEntryFilterSet
-    pagination_class = NewestFirst
+    pagination_class = CursorPagination
     ordering_fields = ["created_at"]

@@ -84,7 +84,7 @@ class MembershipViewSet(ProjectScopedViewSet):
         project = serializer.validated_data["project"]
         serializer.instance = services.membership_add(
             project=project,
-            actor_role=self.check_project_role(project.pk),
+            actor_role=self.caller_role(project.pk),
             email=serializer.validated_data["email"],
             role=serializer.validated_data["role"],
         )

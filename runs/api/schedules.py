@@ -7,8 +7,7 @@ from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from sparkops.api.access import project_roles
-from sparkops.api.viewsets import ProjectField, ProjectScopedViewSet, assign
+from sparkops.api.viewsets import ProjectField, ProjectScopedViewSet, ScopedRelatedField, assign
 from sparkops.roles import Role
 from workflows.models import Workflow, WorkflowVersion
 
@@ -20,17 +19,12 @@ from ..models import Schedule, ScheduleFire
 MAX_PREVIEW = 100
 
 
-class _InCallerProjects(serializers.PrimaryKeyRelatedField):
-    def get_queryset(self):
-        request = self.context.get("request")
-        field = "workflow__project_id__in" if self.queryset.model is WorkflowVersion else "project_id__in"
-        return self.queryset.filter(**{field: list(project_roles(request)) if request else []})
-
-
 class ScheduleSerializer(serializers.ModelSerializer):
     project = ProjectField()
-    workflow = _InCallerProjects(queryset=Workflow.objects.all(), pk_field=serializers.UUIDField())
-    version = _InCallerProjects(queryset=WorkflowVersion.objects.all(), required=False, allow_null=True)
+    workflow = ScopedRelatedField(queryset=Workflow.objects.all(), pk_field=serializers.UUIDField())
+    version = ScopedRelatedField(
+        queryset=WorkflowVersion.objects.all(), project_path="workflow__project", required=False, allow_null=True
+    )
     overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP)
     catchup_policy = serializers.ChoiceField(choices=CatchupPolicy.choices, default=CatchupPolicy.SKIP_MISSED)
     description = serializers.SerializerMethodField(
@@ -107,16 +101,14 @@ class ScheduleViewSet(ProjectScopedViewSet):
     search_fields = ["name", "cron"]
     ordering_fields = ["name", "next_fire_at", "created_at"]
     write_role = Role.ADMIN
+    project_changes_ignored = True
 
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        self.check_project_role(data["project"].pk)
         serializer.instance = schedules.schedule_save(schedule=Schedule(**data, created_by=self.request.user))
 
     def perform_update(self, serializer) -> None:
-        data = dict(serializer.validated_data)
-        data.pop("project", None)
-        schedules.schedule_save(schedule=assign(serializer.instance, data))
+        schedules.schedule_save(schedule=assign(serializer.instance, serializer.validated_data))
 
     def perform_destroy(self, instance: Schedule) -> None:
         schedules.schedule_delete(schedule=instance)

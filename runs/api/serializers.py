@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from sparkops.api.access import project_roles
+from sparkops.api.viewsets import ScopedRelatedField
 from workflows.models import Workflow, WorkflowVersion
 
 from ..models import Run, RunEvent, RunStep
@@ -85,19 +85,16 @@ class RunDetailSerializer(RunSerializer):
         read_only_fields = fields
 
 
-class _ScopedWorkflowField(serializers.PrimaryKeyRelatedField):
-    def __init__(self, **kwargs):
-        super().__init__(pk_field=serializers.UUIDField(), **kwargs)
-
-    def get_queryset(self):
-        request = self.context.get("request")
-        return Workflow.objects.filter(project_id__in=list(project_roles(request)) if request else [])
-
-
 class RunCreateSerializer(serializers.Serializer):
-    workflow = _ScopedWorkflowField(required=False, help_text="Runs its latest published version.")
-    workflow_version = serializers.PrimaryKeyRelatedField(
+    workflow = ScopedRelatedField(
+        queryset=Workflow.objects.all(),
+        pk_field=serializers.UUIDField(),
+        required=False,
+        help_text="Runs its latest published version.",
+    )
+    workflow_version = ScopedRelatedField(
         queryset=WorkflowVersion.objects.select_related("workflow"),
+        project_path="workflow__project",
         required=False,
         help_text="Id of a published version to pin instead.",
     )
@@ -106,12 +103,6 @@ class RunCreateSerializer(serializers.Serializer):
     )
     title = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     priority = serializers.IntegerField(required=False, default=0, min_value=-100, max_value=100)
-
-    def validate_workflow_version(self, version: WorkflowVersion) -> WorkflowVersion:
-        request = self.context.get("request")
-        if request is None or version.workflow.project_id not in project_roles(request):
-            raise serializers.ValidationError("Invalid pk - object does not exist.")
-        return version
 
     def validate(self, attrs: dict) -> dict:
         version = attrs.get("workflow_version")

@@ -1,16 +1,13 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from agents.models import Agent
 from sparkops.api.access import api_key_of, role_in
-from sparkops.api.exceptions import Conflict
-from sparkops.api.viewsets import ProjectScopedGenericViewSet
+from sparkops.api.pagination import CursorPagination
+from sparkops.api.viewsets import UUID_PATTERN, ProjectScopedGenericViewSet
 from sparkops.roles import Role
 from workflows.models import Workflow
 from workflows.selectors import version_of
@@ -51,18 +48,6 @@ REFUSED = {
 }
 
 
-class RunCursorPagination(CursorPagination):
-    """Stays fast at millions of runs: no COUNT, no OFFSET."""
-
-    ordering = ("-queued_at", "-id")
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-
-def _conflict(exc: services.TransitionRefused) -> Conflict:
-    return Conflict(str(exc))
-
-
 def idempotency_key_of(request) -> str:
     return request.headers.get("Idempotency-Key", "")[:200]
 
@@ -83,9 +68,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     queryset = Run.objects.select_related("workflow_version")
     serializer_class = RunSerializer
     filterset_class = RunFilterSet
-    pagination_class = RunCursorPagination
+    pagination_class = CursorPagination
     ordering_fields = ["queued_at"]
     search_fields = ["title", "idempotency_key"]
+    ordering = ("-queued_at", "-id")  # the cursor's order: newest queued first
     action_roles = {"approve": Role.VIEWER, "reject": Role.VIEWER}  # the step's own role is checked by the service
     writable_when_archived = frozenset({"cancel"})  # work still running in an archived project can be stopped
 
@@ -131,10 +117,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     @action(detail=True, methods=["post", "patch"])
     def cancel(self, request, pk=None):
         run = self.get_object()
-        try:
-            run = services.run_cancel(run=run)
-        except services.TransitionRefused as exc:
-            raise _conflict(exc) from None
+        run = services.run_cancel(run=run)
         return Response(RunSerializer(run, context=self.get_serializer_context()).data)
 
     @extend_schema(
@@ -148,16 +131,13 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         run = self.get_object()
         payload = RunRetrySerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            retry, created = services.run_retry(
-                run=run,
-                user=request.user,
-                inputs=payload.validated_data.get("inputs"),
-                api_key=api_key_of(request),
-                idempotency_key=idempotency_key_of(request),
-            )
-        except services.TransitionRefused as exc:
-            raise _conflict(exc) from None
+        retry, created = services.run_retry(
+            run=run,
+            user=request.user,
+            inputs=payload.validated_data.get("inputs"),
+            api_key=api_key_of(request),
+            idempotency_key=idempotency_key_of(request),
+        )
         return start_response(retry, created, request)
 
     @extend_schema(summary="The run's steps", responses=RunStepSerializer(many=True))
@@ -186,18 +166,15 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         run = self.get_object()
         payload = DecisionSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            with transaction.atomic():
-                step = services.step_decide(
-                    run=run,
-                    key=key,
-                    user=request.user,
-                    role=role_in(request, run.project_id),
-                    decision=decision,
-                    comment=payload.validated_data["comment"],
-                )
-        except services.TransitionRefused as exc:
-            raise _conflict(exc) from None
+        with transaction.atomic():
+            step = services.step_decide(
+                run=run,
+                key=key,
+                user=request.user,
+                role=role_in(request, run.project_id),
+                decision=decision,
+                comment=payload.validated_data["comment"],
+            )
         return Response(RunStepSerializer(step).data)
 
     @extend_schema(
@@ -219,8 +196,11 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         return self._decide(request, key, Decision.REJECTED)
 
 
-class WorkflowRunView(APIView):
+class WorkflowRunViewSet(ProjectScopedGenericViewSet):
     """``POST /workflows/{id}/run``: the shortcut for starting a run of one workflow."""
+
+    queryset = Workflow.objects.all()
+    lookup_value_regex = UUID_PATTERN
 
     @extend_schema(
         summary="Start a run of this workflow",
@@ -229,9 +209,9 @@ class WorkflowRunView(APIView):
         responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
         tags=["runs"],
     )
-    def post(self, request, pk):
-        workflow = _scoped_get(request, Workflow, pk)
-        _require(request, workflow.project_id, Role.DEVELOPER)
+    @action(detail=True, methods=["post"])
+    def run(self, request, pk=None):
+        workflow = self.get_object()
         payload = RunFromWorkflowSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -251,8 +231,11 @@ class WorkflowRunView(APIView):
         return start_response(run, created, request)
 
 
-class AgentStartTaskView(APIView):
+class AgentStartTaskViewSet(ProjectScopedGenericViewSet):
     """``POST /agents/{id}/start-task``: a one-step run of one agent, for task-board frontends."""
+
+    queryset = Agent.objects.all()
+    lookup_value_regex = UUID_PATTERN
 
     @extend_schema(
         summary="Start a one-step task run of this agent",
@@ -261,9 +244,9 @@ class AgentStartTaskView(APIView):
         responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
         tags=["tasks"],
     )
-    def post(self, request, pk):
-        agent = _scoped_get(request, Agent, pk)
-        _require(request, agent.project_id, Role.DEVELOPER)
+    @action(detail=True, methods=["post"], url_path="start-task")
+    def start_task(self, request, pk=None):
+        agent = self.get_object()
         payload = StartTaskSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         run, created = services.task_start(
@@ -285,21 +268,6 @@ class TaskViewSet(mixins.ListModelMixin, ProjectScopedGenericViewSet):
     queryset = Run.objects.filter(task_agent__isnull=False).select_related("workflow_version")
     serializer_class = RunSerializer
     filterset_class = RunFilterSet
-    pagination_class = RunCursorPagination
+    pagination_class = CursorPagination
     search_fields = ["title"]
-
-
-def _scoped_get(request, model, pk):
-    try:
-        obj = model.objects.filter(pk=pk).first()
-    except DjangoValidationError:  # the route's pattern lets through strings that are no UUID
-        obj = None
-    if obj is None or role_in(request, obj.project_id) is None:
-        raise exceptions.NotFound()
-    return obj
-
-
-def _require(request, project_id, role: str) -> None:
-    have = role_in(request, project_id)
-    if not Role.at_least(have, role):
-        raise exceptions.PermissionDenied(f"This needs the {role} role in the project; you have {have}.")
+    ordering = ("-queued_at", "-id")

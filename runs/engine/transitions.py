@@ -4,11 +4,13 @@ from the statuses a transition allows, each with its event in the run's log."""
 from django.db import connection, transaction
 from django.utils import timezone
 
+from sparkops.lib.errors import Conflict
+
 from ..choices import RUN_TRANSITIONS, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
 
 
-class TransitionRefused(Exception):
+class TransitionRefused(Conflict):
     """The object is not in a status this change may start from (API: 409)."""
 
 

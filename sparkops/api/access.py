@@ -7,6 +7,7 @@ creator takes effect on their keys at once.
 
 import uuid
 
+from rest_framework import exceptions
 from rest_framework.request import Request
 
 from accounts.models import ApiKey
@@ -14,6 +15,7 @@ from projects.models import Membership
 from sparkops.roles import Role
 
 _CACHE_ATTR = "_sparkops_project_roles"
+NO_SUCH_PROJECT = "No such project."
 
 
 def api_key_of(request: Request) -> ApiKey | None:
@@ -39,3 +41,19 @@ def project_roles(request: Request) -> dict[uuid.UUID, str]:
 
 def role_in(request: Request, project_id) -> str | None:
     return project_roles(request).get(project_id)
+
+
+def requested_project_ids(request: Request) -> list[uuid.UUID]:
+    """The projects a read is about: every project the caller is in, or the one ``?project=``
+    names. A project the caller is not in, a malformed id included, reads as not existing (404),
+    the same answer as for an object of another project."""
+    raw = request.query_params.get("project")
+    if not raw:
+        return list(project_roles(request))
+    try:
+        project_id = uuid.UUID(raw)
+    except ValueError:
+        raise exceptions.NotFound(NO_SUCH_PROJECT) from None
+    if project_id not in project_roles(request):
+        raise exceptions.NotFound(NO_SUCH_PROJECT)
+    return [project_id]

@@ -32,14 +32,6 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
 
 
-class Conflict(exceptions.APIException):
-    """The request is valid but the object is not in a state that allows it."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The object's current state does not allow this."
-    default_code = "conflict"
-
-
 def error_body(status_code: int, code: str, message: str, errors: dict | None = None) -> dict[str, Any]:
     return {"status": status_code, "code": code, "message": message, "errors": errors or {}}
 
@@ -71,6 +63,10 @@ def _validation_body(exc: exceptions.ValidationError) -> dict[str, Any]:
 def _from_django(exc: Exception) -> Exception:
     """Django's exceptions, raised by services and models, as DRF's, keeping their messages."""
     if isinstance(exc, DjangoValidationError):
+        if isinstance(nested := getattr(exc, "errors", None), dict):
+            # A refusal that keeps nested messages (a workflow's per-step errors) keeps its shape;
+            # its flat Django messages are for forms.
+            return exceptions.ValidationError(nested)
         if not hasattr(exc, "error_dict"):
             return exceptions.ValidationError(exc.messages)
         errors = exc.message_dict
@@ -94,9 +90,20 @@ def _still_referenced_response(exc: ProtectedError | RestrictedError) -> Respons
     return Response(error_body(409, "protected", message), status=status.HTTP_409_CONFLICT)
 
 
-def _refusal_response(exc: Refused) -> Response:
+def _refusal_response(exc: Refused, context: dict) -> Response:
+    """A service's refusal as it says: its status, code, message, errors, headers and extra keys."""
     body = {**error_body(exc.status_code, exc.code, exc.message, exc.errors), **exc.extra}
-    return Response(body, status=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers)
+    if exc.status_code == status.HTTP_401_UNAUTHORIZED and (challenge := _challenge(context)):
+        headers.setdefault("WWW-Authenticate", challenge)  # a 401 names the scheme to use
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def _challenge(context: dict) -> str | None:
+    view, request = context.get("view"), context.get("request")
+    if view is None or request is None or not hasattr(view, "get_authenticate_header"):
+        return None
+    return view.get_authenticate_header(request)
 
 
 def _database_unavailable(exc: BaseException | None) -> bool:
@@ -116,7 +123,7 @@ def _unavailable_headers() -> dict[str, str]:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, Refused):
-        return _refusal_response(exc)
+        return _refusal_response(exc, context)
     if _database_unavailable(exc):
         # The driver's text (host, port, user) goes to the log only.
         log.warning("database unavailable: %s: %s", type(exc).__name__, exc)

@@ -1,11 +1,11 @@
 """/api/v1: one router for every app's viewsets, plus the auth endpoints."""
 
-from django.urls import include, path, re_path
+from django.urls import include, path
 
 from accounts.api.views import ApiKeyViewSet
 from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet
 from policies.api.views import (
-    BudgetListView,
+    BudgetViewSet,
     GuardedToolViewSet,
     PolicyDecisionViewSet,
     PolicyViewSet,
@@ -13,7 +13,7 @@ from policies.api.views import (
 )
 from projects.api.views import MembershipViewSet, ProjectViewSet
 from runs.api.schedules import ScheduleViewSet
-from runs.api.views import AgentStartTaskView, RunViewSet, TaskViewSet, WorkflowRunView
+from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WorkflowRunViewSet
 from workflows.api.views import WorkflowViewSet
 
 from .routers import router
@@ -23,11 +23,13 @@ router.register("memberships", MembershipViewSet, basename="membership")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
 router.register("agents", AgentViewSet, basename="agent")
+router.register("agents", AgentStartTaskViewSet, basename="agent-start-task")  # /agents/{id}/start-task
 router.register("tools", GuardedToolViewSet, basename="tool")  # test runs answer to policies
 router.register("credentials", CredentialViewSet, basename="credential")
 router.register("model-prices", ModelPriceViewSet, basename="model-price")
 
 router.register("workflows", WorkflowViewSet, basename="workflow")
+router.register("workflows", WorkflowRunViewSet, basename="workflow-run")  # /workflows/{id}/run
 
 router.register("runs", RunViewSet, basename="run")
 router.register("tasks", TaskViewSet, basename="task")
@@ -36,13 +38,9 @@ router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("policies", PolicyViewSet, basename="policy")
 router.register("policy-decisions", PolicyDecisionViewSet, basename="policy-decision")
 router.register("spend", SpendEntryViewSet, basename="spend-entry")
-
-UUID = r"(?P<pk>[0-9a-fA-F-]{36})"
+router.register("budgets", BudgetViewSet, basename="budget")
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),
-    re_path(rf"^workflows/{UUID}/run/?$", WorkflowRunView.as_view(), name="workflow-run"),
-    re_path(rf"^agents/{UUID}/start-task/?$", AgentStartTaskView.as_view(), name="agent-start-task"),
-    re_path(r"^budgets/?$", BudgetListView.as_view(), name="budgets"),
     path("", include(router.urls)),
 ]

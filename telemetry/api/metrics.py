@@ -1,20 +1,17 @@
 """``GET /api/v1/metrics``: runs, durations, spend and policy decisions of the caller's projects."""
 
-import uuid
 from datetime import UTC, datetime, time, timedelta
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from policies.choices import Outcome
 from runs.choices import RunStatus
-from sparkops.api.access import project_roles
-from sparkops.api.viewsets import NO_SUCH_PROJECT
-from sparkops.roles import Role
+from sparkops.api.access import requested_project_ids
 
 from .. import metrics
 
@@ -136,7 +133,7 @@ class MetricsView(APIView):
         tags=["metrics"],
     )
     def get(self, request):
-        project_ids = _projects(request)
+        project_ids = requested_project_ids(request)
         query = MetricsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         now = timezone.now()
@@ -148,19 +145,3 @@ class MetricsView(APIView):
             **metrics.project_metrics(project_ids, since),
         }
         return Response(MetricsSerializer(body).data)
-
-
-def _projects(request) -> list[uuid.UUID]:
-    """The projects to count: all the caller may read, or the one asked for. Anything else, a
-    malformed id included, reads as not existing, as on every list endpoint."""
-    readable = [pid for pid, role in project_roles(request).items() if Role.at_least(role, Role.VIEWER)]
-    raw = request.query_params.get("project")
-    if not raw:
-        return readable
-    try:
-        project_id = uuid.UUID(raw)
-    except ValueError:
-        raise exceptions.NotFound(NO_SUCH_PROJECT) from None
-    if project_id not in readable:
-        raise exceptions.NotFound(NO_SUCH_PROJECT)
-    return [project_id]

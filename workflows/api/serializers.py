@@ -12,7 +12,6 @@ DEFINITION_HELP = (
 INPUT_SCHEMA_HELP = (
     'JSON Schema of the run inputs, e.g. {"type": "object", "properties": {"topic": {"type": "string"}}}.'
 )
-MOVED = "A workflow cannot move to another project."
 
 
 class FromLatestVersion:
@@ -62,11 +61,6 @@ class WorkflowSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at", "updated_at"]
         # The service checks the slug (project, slug) and reports it on the slug field.
         validators: list = []
-
-    def validate_project(self, project):
-        if self.instance is not None and project.pk != self.instance.project_id:
-            raise serializers.ValidationError(MOVED)
-        return project
 
     def validate(self, attrs: dict) -> dict:
         # {"latest_version": {"definition": ...}} (from the sources above) -> the service's keywords.

@@ -1,6 +1,3 @@
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, serializers
@@ -25,16 +22,6 @@ from .serializers import (
 
 VERSION_PATH = r"versions/(?P<number>[0-9]{1,9})"
 NUMBER = OpenApiParameter("number", OpenApiTypes.INT, OpenApiParameter.PATH, description="Version number, e.g. 2.")
-
-
-@contextmanager
-def per_step_errors() -> Iterator[None]:
-    """A service refusal as a 400 with its nested per-step messages intact (the generic handler
-    would flatten them, as it does for any Django ValidationError)."""
-    try:
-        yield
-    except services.WorkflowInvalid as exc:
-        raise serializers.ValidationError(exc.errors) from exc
 
 
 @extend_schema_view(
@@ -62,15 +49,11 @@ class WorkflowViewSet(ProjectScopedViewSet):
         return selectors.workflows_with_latest(super().get_queryset())
 
     def perform_create(self, serializer: WorkflowSerializer) -> None:
-        data = serializer.validated_data
-        self.check_project_role(data["project"].pk)
-        with per_step_errors():
-            serializer.instance = services.workflow_create(user=self.request.user, **data)
+        serializer.instance = services.workflow_create(user=self.request.user, **serializer.validated_data)
 
     def perform_update(self, serializer: WorkflowSerializer) -> None:
-        data = {key: value for key, value in serializer.validated_data.items() if key != "project"}
-        with per_step_errors():
-            workflow = services.workflow_update(workflow=serializer.instance, user=self.request.user, **data)
+        data = serializer.validated_data
+        workflow = services.workflow_update(workflow=serializer.instance, user=self.request.user, **data)
         # Read again: the instance carries the newest version as prefetched before the edit.
         serializer.instance = self.get_queryset().get(pk=workflow.pk)
 
@@ -128,8 +111,7 @@ class WorkflowViewSet(ProjectScopedViewSet):
         detail=True, methods=["post"], url_path=f"{VERSION_PATH}/publish", serializer_class=WorkflowVersionSerializer
     )
     def publish(self, request: Request, pk=None, number: str = "") -> Response:
-        with per_step_errors():
-            version = services.version_publish(version=self._version(number))
+        version = services.version_publish(version=self._version(number))
         return Response(self.get_serializer(version).data)
 
     @extend_schema(
