@@ -18,8 +18,6 @@ from .models import Policy, PolicyDecision
 from .selectors import policies_for
 from .services import decision_record, lock_scopes
 
-__all__ = ["Admission", "Contender", "admission_judge", "slot_judge"]
-
 
 @dataclass
 class AdmissionWarning:
@@ -27,7 +25,7 @@ class AdmissionWarning:
     reason: str
 
 
-def admission_judge(admission: Admission) -> list[AdmissionWarning]:
+def admission_judge(*, admission: Admission) -> list[AdmissionWarning]:
     """Raise PolicyRefused when a blocking policy refuses the run; return the warnings to record
     once the run exists. Call inside the transaction that creates the run: the limits stay
     locked (lock_scopes) until it commits, so two starts at once cannot both take a rate limit's last run."""
@@ -52,7 +50,7 @@ def admission_judge(admission: Admission) -> list[AdmissionWarning]:
 REFUSAL_RECORD_INTERVAL = timedelta(seconds=10)
 
 
-def refusal_record(project_id, refusal: PolicyRefused) -> None:
+def refusal_record(*, project_id, refusal: PolicyRefused) -> None:
     """Called once the refused run's transaction has rolled back, so the decision stays. A client
     retrying against a 429 in a loop is recorded once per policy every 10 seconds, not per try."""
     recent = PolicyDecision.objects.filter(

@@ -26,8 +26,6 @@ from .kinds.base import Call
 from .models import ZERO, Policy, PolicyDecision, SpendEntry
 from .selectors import policies_for
 
-__all__ = ["Call", "Hit", "Verdict", "call_verdict", "policies_before_calls", "policy_save"]
-
 
 def policy_save(*, policy: Policy) -> Policy:
     policy.full_clean()

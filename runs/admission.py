@@ -9,9 +9,10 @@ from django.db import transaction
 from django.db.models import Q
 
 from policies import admission as policy_admission
-from policies.admission import Admission, AdmissionWarning, Contender
+from policies.admission import AdmissionWarning
 from policies.choices import Outcome, Stage
 from policies.exceptions import PolicyRefused
+from policies.kinds.base import Admission, Contender
 from policies.models import Policy
 
 from .choices import EventType, RunStatus
@@ -30,7 +31,7 @@ def admit(*, workflow, api_key=None) -> list[AdmissionWarning]:
         api_key=api_key,
         runs_started=lambda since, key: _runs_started(workflow.project_id, since, key),
     )
-    return policy_admission.admission_judge(admission)
+    return policy_admission.admission_judge(admission=admission)
 
 
 def _runs_started(project_id, since: datetime, api_key):
@@ -56,7 +57,7 @@ def admitted(*, workflow, api_key, create: Callable[[], Run]) -> Run:
 
 def record_refusal(project_id, refusal: PolicyRefused) -> None:
     """Called once the refused run's transaction has rolled back, so the decision stays."""
-    policy_admission.refusal_record(project_id, refusal)
+    policy_admission.refusal_record(project_id=project_id, refusal=refusal)
 
 
 def record_warnings(run: Run, warnings: list[AdmissionWarning]) -> None:
