@@ -12,9 +12,8 @@ from django.utils.html import format_html, format_html_join
 from agents import providers
 from projects.models import Project
 
-from . import selectors, services
+from . import kinds, selectors, services
 from .choices import PolicyKind
-from .configs import EXAMPLES
 from .models import Policy, PolicyDecision, SpendEntry
 
 
@@ -94,7 +93,7 @@ class PolicyAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><th>{}</th><td><code>{}</code></td></tr>",
-            ((PolicyKind(kind).label, json.dumps(example)) for kind, example in EXAMPLES.items()),
+            ((PolicyKind(kind.name).label, json.dumps(kind.example)) for kind in kinds.all_kinds()),
         )
         return format_html("<table>{}</table>", rows)
 

@@ -4,6 +4,9 @@ from django.db import models
 
 
 class PolicyKind(models.TextChoices):
+    """The model's choices: the kinds registered in policies/kinds/, in the same order (a test
+    holds them together). A new kind is a module there, a line here and a migration."""
+
     BUDGET = "budget", "Budget"
     RUN_CEILING = "run_ceiling", "Per-run ceiling"
     RATE_LIMIT = "rate_limit", "Rate limit"
@@ -19,20 +22,9 @@ class PolicyAction(models.TextChoices):
     REQUIRE_APPROVAL = "require_approval", "Wait for a human decision"
 
 
-# What each kind may do. Run-level kinds act before a run exists, where there is no step to
-# park; a concurrency limit's "block" holds extra runs in the queue.
-ACTIONS_BY_KIND = {
-    PolicyKind.BUDGET: {PolicyAction.BLOCK, PolicyAction.WARN, PolicyAction.REQUIRE_APPROVAL},
-    PolicyKind.RUN_CEILING: {PolicyAction.BLOCK, PolicyAction.WARN, PolicyAction.REQUIRE_APPROVAL},
-    PolicyKind.RATE_LIMIT: {PolicyAction.BLOCK, PolicyAction.WARN},
-    PolicyKind.CONCURRENCY: {PolicyAction.BLOCK, PolicyAction.WARN},
-    PolicyKind.MODEL_ALLOWLIST: {PolicyAction.BLOCK, PolicyAction.WARN, PolicyAction.REQUIRE_APPROVAL},
-    PolicyKind.TOOL_ALLOWLIST: {PolicyAction.BLOCK, PolicyAction.WARN, PolicyAction.REQUIRE_APPROVAL},
-    PolicyKind.APPROVAL: {PolicyAction.BLOCK, PolicyAction.WARN, PolicyAction.REQUIRE_APPROVAL},
-}
-
-
 class Stage(models.TextChoices):
+    """Where a decision was taken; a run held for a concurrency slot is recorded at admission."""
+
     ADMISSION = "admission", "Run admission"
     CALL = "call", "Before a provider or tool call"
 

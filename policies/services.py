@@ -1,36 +1,30 @@
-"""Policy services: save a policy, judge a provider or tool call, reserve and settle spend.
+"""Policy services: save a policy, judge a provider or tool call, reserve, settle and expire spend.
 
-The engine (runs) asks ``call_verdict`` before every provider or tool call. Budgets and run
-ceilings are checked and the call's estimated maximum cost reserved in one transaction, under a
-row lock on each policy involved: two workers cannot both take a budget's last dollar.
+The engine (runs) asks ``call_verdict`` before every provider or tool call; each kind judged at
+the call stage (policies/kinds/) says what it objects to. Budgets and run ceilings are checked
+and the call's estimated maximum cost reserved in one transaction, under a row lock on each
+policy involved: two workers cannot both take a budget's last dollar. These services are the
+only writers of the ledger (SpendEntry) and of the decisions (PolicyDecision); run-level
+questions (admission, slots) are in policies/admission.py.
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from fnmatch import fnmatchcase
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from agents.choices import RiskClass
 from projects.models import Project
 from sparkops.roles import Role
 
+from . import kinds
 from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
+from .kinds.base import Call
 from .models import ZERO, Policy, PolicyDecision, SpendEntry
-from .money import config_usd, usd
-from .selectors import budget_covers, budget_use, model_matches, policies_for, run_use
-from .windows import window_at
-
-CALL_KINDS = (
-    PolicyKind.MODEL_ALLOWLIST,
-    PolicyKind.TOOL_ALLOWLIST,
-    PolicyKind.APPROVAL,
-    PolicyKind.BUDGET,
-    PolicyKind.RUN_CEILING,
-)
-_RISK_ORDER = list(RiskClass.values)
+from .selectors import policies_for
 
 
 def policy_save(*, policy: Policy) -> Policy:
@@ -39,27 +33,32 @@ def policy_save(*, policy: Policy) -> Policy:
     return policy
 
 
+def decision_record(
+    *, policy: Policy | None, project_id, stage: str, outcome: str, reason: str, run_id=None, step_id=None
+) -> PolicyDecision:
+    """Log a policy acting (blocking, warning, holding or asking)."""
+    return PolicyDecision.objects.create(
+        policy=policy,
+        project_id=project_id,
+        run_id=run_id,
+        step_id=step_id,
+        stage=stage,
+        outcome=outcome,
+        reason=reason[:500],
+    )
+
+
 # ------------------------------------------------------------------------------
 # Judging a call
 # ------------------------------------------------------------------------------
-@dataclass
-class Call:
-    """What the engine is about to do. ``agent`` is set for provider calls, ``tool`` for tool calls."""
+def policies_before_calls(project_id) -> list[Policy]:
+    """The policies a step's calls are judged by: every kind judged at the call stage."""
+    return policies_for(project_id, kinds.at(kinds.CALL))
 
-    project_id: Any
-    run_id: Any
-    step_id: int
-    attempt: int
-    workflow_id: int | None = None
-    workflow_slug: str = ""
-    agent: Any = None
-    provider: str = ""
-    model: str = ""
-    tool: Any = None
-    estimate_usd: Decimal | None = None  # None: the model has no price
-    estimate_tokens: int = 0
-    #: Hits (by key) a human approved for this step: those require_approval policies let it pass.
-    granted: frozenset[str] = frozenset()
+
+def holds_spend(policies: list[Policy]) -> bool:
+    """Whether any of these policies reserves each call's estimated cost (a budget, a ceiling)."""
+    return any(kind.reserves for policy in policies if (kind := kinds.get(policy.kind)))
 
 
 @dataclass
@@ -101,7 +100,7 @@ def call_verdict(call: Call, policies: list[Policy] | None = None) -> Verdict:
     """Allow, block or send for approval one provider or tool call; reserve its cost when a budget
     or ceiling applies. Records a decision for every policy that blocks, warns or asks."""
     if policies is None:
-        policies = policies_for(call.project_id, CALL_KINDS)
+        policies = policies_before_calls(call.project_id)
     hits = _rule_hits(call, policies)
     verdict = _judge(call, hits)
     if verdict.allowed and call.agent is not None:
@@ -118,47 +117,13 @@ def _rule_hits(call: Call, policies: list[Policy]) -> list[Hit]:
         reason = f"Tool {call.tool.slug!r} requires approval for every call."
         hits.append(Hit(None, PolicyAction.REQUIRE_APPROVAL, reason, tool_subject))
     for policy in policies:
-        if reason := _rule_reason(policy, call):
-            hits.append(Hit(policy, policy.action, reason, tool_subject or _call_subject(policy, call)))
+        kind = kinds.get(policy.kind)
+        if kind is None or kinds.CALL not in kind.stages or kind.reserves:
+            continue  # reserving kinds are judged under lock, in _reserve
+        if objection := kind.judge(policy, call):
+            subject = tool_subject or kind.subject(policy, call)
+            hits.append(Hit(policy, policy.action, objection.reason, subject))
     return hits
-
-
-def _call_subject(policy: Policy, call: Call) -> str:
-    return "cost" if policy.kind == PolicyKind.APPROVAL else f"model:{call.provider}/{call.model}"
-
-
-def _rule_reason(policy: Policy, call: Call) -> str:
-    config = policy.config
-    if policy.kind == PolicyKind.MODEL_ALLOWLIST:
-        if call.agent is not None and not _any_model(config["models"], call):
-            return f"Model {call.provider}/{call.model} is not on the allow-list of {policy.name!r}."
-        return ""
-    if policy.kind == PolicyKind.TOOL_ALLOWLIST:
-        if call.tool is not None and not any(fnmatchcase(call.tool.slug, p) for p in config["tools"]):
-            return f"Tool {call.tool.slug!r} is not on the allow-list of {policy.name!r}."
-        return ""
-    if policy.kind == PolicyKind.APPROVAL:
-        return _approval_reason(policy, call)
-    return ""
-
-
-def _any_model(patterns: list[str], call: Call) -> bool:
-    return any(model_matches(pattern, call.provider, call.model) for pattern in patterns)
-
-
-def _approval_reason(policy: Policy, call: Call) -> str:
-    config = policy.config
-    if call.tool is not None:
-        risk = config.get("risk_class")
-        if risk and _RISK_ORDER.index(call.tool.risk_class) >= _RISK_ORDER.index(risk):
-            return f"Tool {call.tool.slug!r} is {call.tool.risk_class}; {policy.name!r} covers {risk} and above."
-        if any(fnmatchcase(call.tool.slug, pattern) for pattern in config.get("tools", [])):
-            return f"Tool {call.tool.slug!r} is named by {policy.name!r}."
-    minimum = config_usd(config, "min_cost_usd")
-    priced = call.agent is not None and call.estimate_usd is not None
-    if priced and minimum is not None and call.estimate_usd >= minimum:
-        return f"The call may cost up to ${usd(call.estimate_usd)}; {policy.name!r} asks from ${usd(minimum)}."
-    return ""
 
 
 def _judge(call: Call, hits: list[Hit], verdict: Verdict | None = None) -> Verdict:
@@ -185,14 +150,14 @@ def _judge(call: Call, hits: list[Hit], verdict: Verdict | None = None) -> Verdi
 
 def _decide(verdict: Verdict, call: Call, hit: Hit, outcome: str) -> None:
     verdict.decisions.append(
-        PolicyDecision.objects.create(
+        decision_record(
             policy=hit.policy,
             project_id=call.project_id,
             run_id=call.run_id,
             step_id=call.step_id,
             stage=Stage.CALL,
             outcome=outcome,
-            reason=hit.reason[:500],
+            reason=hit.reason,
         )
     )
 
@@ -203,6 +168,7 @@ def tool_test_refusal(*, tool: Any, role: str | None, is_staff: bool) -> str:
     blocking policy refuses everyone, and a call that would wait for approval may be tested only
     by whoever could approve it. Nothing is recorded: no run asked."""
     call = Call(project_id=tool.project_id, run_id=None, step_id=0, attempt=0, tool=tool)
+    # The kinds that judge tool calls: test runs make no provider call and spend nothing.
     for hit in _rule_hits(call, policies_for(tool.project_id, (PolicyKind.TOOL_ALLOWLIST, PolicyKind.APPROVAL))):
         if hit.action == PolicyAction.BLOCK:
             return f"{hit.reason} Test runs are judged like calls in a run."
@@ -220,17 +186,13 @@ def _may_approve(hit: Hit, role: str | None, is_staff: bool) -> bool:
 # Budgets and run ceilings: check and reserve at once
 # ------------------------------------------------------------------------------
 def _spend_applies(policy: Policy, call: Call) -> bool:
-    if policy.kind == PolicyKind.RUN_CEILING:
-        return True
-    if policy.kind != PolicyKind.BUDGET:
-        return False
-    return budget_covers(
-        policy.config,
-        agent_slug=call.agent.slug,
-        provider=call.provider,
-        model=call.model,
-        workflow_slug=call.workflow_slug,
-    )
+    kind = kinds.get(policy.kind)
+    return kind is not None and kind.reserves and kind.covers(policy, call)
+
+
+def _per_run(policy: Policy) -> bool:
+    kind = kinds.get(policy.kind)
+    return kind is not None and kind.per_run
 
 
 def lock_scopes(policies: list[Policy], *, project_id, run_id=None) -> None:
@@ -241,12 +203,12 @@ def lock_scopes(policies: list[Policy], *, project_id, run_id=None) -> None:
     run ceiling locks the run. Always in this order — run, project, policies by id — the order the
     engine's advance also follows (run, then policies), so no two transactions deadlock. NO KEY
     locks: rows that point at these (ledger entries, runs) are still inserted meanwhile."""
-    if run_id is not None and any(p.kind == PolicyKind.RUN_CEILING for p in policies):
+    if run_id is not None and any(_per_run(p) for p in policies):
         run_model = SpendEntry._meta.get_field("run").related_model  # runs sits above policies
         list(run_model.objects.select_for_update(no_key=True).filter(pk=run_id).values_list("pk"))
-    if any(p.project_id is None for p in policies if p.kind != PolicyKind.RUN_CEILING):
+    if any(p.project_id is None for p in policies if not _per_run(p)):
         list(Project.objects.select_for_update(no_key=True).filter(pk=project_id).values_list("pk"))
-    own = [p.pk for p in policies if p.project_id is not None and p.kind != PolicyKind.RUN_CEILING]
+    own = [p.pk for p in policies if p.project_id is not None and not _per_run(p)]
     if own:
         list(Policy.objects.select_for_update(no_key=True).filter(pk__in=own).order_by("pk").values_list("pk"))
 
@@ -262,54 +224,17 @@ def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
 
 
 def _spend_hit(policy: Policy, call: Call) -> Hit | None:
+    kind = kinds.get(policy.kind)
     # A dollar limit cannot be kept for a model with no price; a ceiling of tokens alone can.
-    keeps_dollars = policy.kind == PolicyKind.BUDGET or policy.config.get("max_usd") is not None
-    if call.estimate_usd is None and keeps_dollars:
+    if call.estimate_usd is None and kind.keeps_dollars(policy):
         return Hit(
             policy,
             policy.action,
             f"Model {call.provider}/{call.model} has no price; {policy.name!r} cannot be kept.",
             "spend",
         )
-    if policy.kind == PolicyKind.BUDGET:
-        return _budget_hit(policy, call)
-    return _ceiling_hit(policy, call)
-
-
-def _budget_hit(policy: Policy, call: Call) -> Hit | None:
-    amount = config_usd(policy.config, "amount_usd")
-    span = window_at(policy.config, timezone.now())
-    use = budget_use(policy, call.project_id, span)
-    if use.total + call.estimate_usd <= amount:
-        return None
-    return Hit(
-        policy,
-        policy.action,
-        f"Budget {policy.name!r}: ${usd(use.total)} of ${usd(amount)} used or reserved until "
-        f"{span.end:%Y-%m-%d %H:%M} UTC; this call may cost ${usd(call.estimate_usd)}.",
-        "spend",
-    )
-
-
-def _ceiling_hit(policy: Policy, call: Call) -> Hit | None:
-    used_usd, tokens = run_use(call.run_id)
-    max_usd, max_tokens = config_usd(policy.config, "max_usd"), policy.config.get("max_tokens")
-    if max_usd is not None and call.estimate_usd is not None and used_usd + call.estimate_usd > max_usd:
-        return Hit(
-            policy,
-            policy.action,
-            f"Run ceiling {policy.name!r}: the run has used ${usd(used_usd)} of ${usd(max_usd)}; "
-            f"this call may cost ${usd(call.estimate_usd)}.",
-            "spend",
-        )
-    if max_tokens is not None and tokens + call.estimate_tokens > max_tokens:
-        return Hit(
-            policy,
-            policy.action,
-            f"Run ceiling {policy.name!r}: the run has used {tokens} of {max_tokens} tokens; "
-            f"this call may use {call.estimate_tokens}.",
-            "spend",
-        )
+    if objection := kind.judge(policy, call):
+        return Hit(policy, policy.action, objection.reason, kind.subject(policy, call))
     return None
 
 
@@ -366,3 +291,18 @@ def spend_release(*, entry_id: int | None) -> None:
         SpendEntry.objects.filter(pk=entry_id, status=EntryStatus.RESERVED).update(
             status=EntryStatus.SETTLED, input_tokens=0, cost_usd=Decimal(0), settled_at=timezone.now()
         )
+
+
+def reservations_expire(*, stale_before: datetime, running: str) -> int:
+    """Reservations whose attempt is no longer running: its worker died between reserving and
+    settling. The provider may have billed the call, so the estimate stays counted (expired, not
+    released); a late settle from a worker that was only slow still records the actual cost.
+    ``running``: the status of a step running its attempt (runs' value, passed in)."""
+    orphaned = (
+        SpendEntry.objects.filter(status=EntryStatus.RESERVED, created_at__lt=stale_before)
+        .exclude(step__status=running, step__attempt=F("attempt"))
+        .values_list("pk", flat=True)[:500]
+    )
+    return SpendEntry.objects.filter(pk__in=list(orphaned), status=EntryStatus.RESERVED).update(
+        status=EntryStatus.EXPIRED
+    )

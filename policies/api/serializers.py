@@ -4,10 +4,12 @@ from rest_framework import serializers
 
 from sparkops.api.viewsets import ProjectField
 
-from ..configs import EXAMPLES
+from .. import kinds
 from ..models import Policy, PolicyDecision, SpendEntry
 
-_CONFIG_HELP = "Depends on the kind; examples: " + "; ".join(f"{kind}: {example}" for kind, example in EXAMPLES.items())
+_CONFIG_HELP = "Depends on the kind; examples: " + "; ".join(
+    f"{kind.name}: {kind.example}" for kind in kinds.all_kinds()
+)
 
 
 class PolicySerializer(serializers.ModelSerializer):

@@ -3,8 +3,9 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from policies.choices import ACTIONS_BY_KIND, PolicyAction, PolicyKind
-from policies.configs import EXAMPLES, config_errors
+from policies import kinds
+from policies.choices import PolicyAction, PolicyKind
+from policies.configs import config_errors
 from policies.models import Policy
 from projects.tests.factories import ProjectFactory
 
@@ -40,7 +41,7 @@ def test_a_valid_config_has_no_errors(kind, config):
 
 @pytest.mark.parametrize("kind", PolicyKind.values)
 def test_each_kinds_published_example_is_valid(kind):
-    assert config_errors(kind, EXAMPLES[kind]) == []
+    assert config_errors(kind, kinds.get(kind).example) == []
 
 
 @pytest.mark.parametrize(
@@ -112,12 +113,12 @@ def test_money_finer_than_the_ledger_is_refused(kind, config, key):
 
 @pytest.mark.parametrize("kind", PolicyKind.values)
 def test_an_unknown_key_is_named_with_the_keys_the_kind_takes(kind):
-    config = {**EXAMPLES[kind], "colour": "red"}
+    config = {**kinds.get(kind).example, "colour": "red"}
 
     (message,) = config_errors(kind, config)
 
     assert message.startswith(f"colour: unknown key; {kind} takes ")
-    for name in EXAMPLES[kind]:
+    for name in kinds.get(kind).example:
         assert name in message
 
 
@@ -173,10 +174,10 @@ def test_full_clean_refuses_an_action_the_kind_cannot_take(kind, config):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("kind", "action"), [(kind, action) for kind, actions in ACTIONS_BY_KIND.items() for action in actions]
+    ("kind", "action"), [(kind.name, action) for kind in kinds.all_kinds() for action in kind.actions]
 )
 def test_full_clean_accepts_every_action_the_kind_allows(kind, action):
-    unsaved(kind=kind, config=EXAMPLES[kind], action=action).full_clean()
+    unsaved(kind=kind, config=kinds.get(kind).example, action=action).full_clean()
 
 
 @pytest.mark.django_db

@@ -18,7 +18,6 @@ from agents.models import Agent, ModelPrice, Tool
 from agents.providers.base import CompletionRequest
 from agents.selectors import cost_of_call, price_in_force
 from policies import services as policy_services
-from policies.selectors import policies_for
 
 from ..choices import EventType
 from .context import StepContext, StepFailed, StepHeld, StepTimedOut
@@ -144,7 +143,7 @@ def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | N
 
 def call_policies(ctx: StepContext) -> list:
     if ctx.policies is None:
-        ctx.policies = policies_for(ctx.run.project_id, policy_services.CALL_KINDS)
+        ctx.policies = policy_services.policies_before_calls(ctx.run.project_id)
     return ctx.policies
 
 

@@ -13,11 +13,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from policies.choices import EntryStatus
-from policies.models import SpendEntry
+from policies import services as policy_services
 from workflows import dag, templating
 
 from .. import admission
@@ -486,14 +485,6 @@ def _advance_stranded(now) -> int:
 
 
 def _expire_reservations(now) -> int:
-    """Reservations whose attempt is no longer running: its worker died between reserving and
-    settling. The provider may have billed the call, so the estimate stays counted (expired, not
-    released); a late settle from a worker that was only slow still records the actual cost."""
-    orphaned = (
-        SpendEntry.objects.filter(status=EntryStatus.RESERVED, created_at__lt=now - STALE_RUN)
-        .exclude(step__status=StepStatus.RUNNING, step__attempt=F("attempt"))
-        .values_list("pk", flat=True)[:500]
-    )
-    return SpendEntry.objects.filter(pk__in=list(orphaned), status=EntryStatus.RESERVED).update(
-        status=EntryStatus.EXPIRED
-    )
+    """Reservations whose attempt is no longer running (its worker died between reserving and
+    settling) expire; the ledger is policies' to write."""
+    return policy_services.reservations_expire(stale_before=now - STALE_RUN, running=StepStatus.RUNNING)

@@ -10,7 +10,6 @@ from agents import providers
 from agents.models import Agent, Tool
 from agents.providers.base import CompletionRequest, Credential, Message, ToolSpec
 from policies import services as policy_services
-from policies.choices import PolicyKind
 
 from ..calls import (
     UNREAD,
@@ -96,8 +95,7 @@ def _capped(ctx: StepContext, agent: Agent) -> dict:
     max_tokens is sent the output cap its estimate assumed."""
     if "max_tokens" in agent.parameters:
         return agent.parameters
-    spend_kinds = {PolicyKind.BUDGET, PolicyKind.RUN_CEILING}
-    if not any(policy.kind in spend_kinds for policy in call_policies(ctx)):
+    if not policy_services.holds_spend(call_policies(ctx)):
         return agent.parameters
     return {**agent.parameters, "max_tokens": settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS}
 

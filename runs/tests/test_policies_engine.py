@@ -16,6 +16,7 @@ from policies.choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Sta
 from policies.models import Policy, PolicyDecision, SpendEntry
 from policies.selectors import budget_status
 from policies.services import Call, spend_settle
+from policies.tests.factories import PolicyFactory, SpendEntryFactory
 from runs import schedules
 from runs.choices import EventType, FireOutcome, OverlapPolicy, RunStatus, StepStatus
 from runs.engine import core
@@ -38,8 +39,6 @@ from runs.tests.factories import (
     tool_step,
 )
 from sparkops.roles import Role
-
-from .factories import PolicyFactory, SpendEntryFactory
 
 USD = Decimal
 MTOK = Decimal(1_000_000)
