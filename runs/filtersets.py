@@ -3,7 +3,7 @@ import django_filters
 from sparkops.api.filters import UtcDateTimeFilter
 
 from .choices import RunStatus, StepStatus, Trigger
-from .models import Run, RunStep, Schedule
+from .models import Run, RunStep
 
 
 class RunFilterSet(django_filters.FilterSet):
@@ -34,9 +34,3 @@ class RunStepFilterSet(django_filters.FilterSet):
     class Meta:
         model = RunStep
         fields = ["status", "kind"]
-
-
-class ScheduleFilterSet(django_filters.FilterSet):
-    class Meta:
-        model = Schedule
-        fields = ["project", "workflow", "enabled"]

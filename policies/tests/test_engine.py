@@ -16,10 +16,9 @@ from policies.choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Sta
 from policies.models import Policy, PolicyDecision, SpendEntry
 from policies.selectors import budget_status
 from policies.services import Call, spend_settle
-from runs import schedules
-from runs.choices import EventType, FireOutcome, OverlapPolicy, RunStatus, StepStatus
+from runs.choices import EventType, RunStatus, StepStatus
 from runs.engine import core
-from runs.models import Run, RunStep, Schedule
+from runs.models import Run, RunStep
 from runs.tests.e2e_support import FakeOpenAI
 from runs.tests.factories import (
     agent_step,
@@ -37,6 +36,9 @@ from runs.tests.factories import (
     tool,
     tool_step,
 )
+from schedules import services as schedule_services
+from schedules.choices import FireOutcome, OverlapPolicy
+from schedules.models import Schedule
 from sparkops.roles import Role
 
 from .factories import PolicyFactory, SpendEntryFactory
@@ -574,7 +576,7 @@ def test_rate_limit_per_api_key_counts_only_that_keys_runs(team, project):
 def test_a_schedule_fire_refused_by_a_policy_is_recorded_as_blocked(team, project):
     daily = budget(project, 0.01)
     SpendEntryFactory(project=project, cost_usd=USD("0.01"))
-    schedule = schedules.schedule_save(
+    schedule = schedule_services.schedule_save(
         schedule=Schedule(
             project=project,
             workflow=one_step(project),
@@ -586,7 +588,7 @@ def test_a_schedule_fire_refused_by_a_policy_is_recorded_as_blocked(team, projec
         )
     )
 
-    fire = schedules.trigger(schedule=schedule)
+    fire = schedule_services.trigger(schedule=schedule)
 
     assert fire.outcome == FireOutcome.BLOCKED
     assert fire.reason.startswith("Budget 'Daily' is exhausted")
@@ -603,7 +605,7 @@ def test_a_schedule_fire_on_the_clock_refused_by_a_rate_limit_is_blocked(team, p
     t0 = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
     with time_machine.travel(t0, tick=False) as clock:
         start(workflow)
-        schedule = schedules.schedule_save(
+        schedule = schedule_services.schedule_save(
             schedule=Schedule(
                 project=project,
                 workflow=workflow,
@@ -615,7 +617,7 @@ def test_a_schedule_fire_on_the_clock_refused_by_a_rate_limit_is_blocked(team, p
             )
         )
         clock.shift(40)
-        fire = schedules.fire(schedule_id=schedule.pk)
+        fire = schedule_services.fire(schedule_id=schedule.pk)
 
     assert (fire.outcome, fire.nominal_time) == (FireOutcome.BLOCKED, datetime(2026, 6, 1, 12, 1, tzinfo=UTC))
     assert fire.reason == "Rate limit 'Guard': the project started 1 runs in the last hour; the limit is 1."
