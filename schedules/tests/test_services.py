@@ -21,7 +21,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
+from django.test import Client
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
+from prometheus_client.parser import text_string_to_metric_families
 
 from projects.models import Project
 from runs.choices import RunStatus, Trigger
@@ -708,6 +710,25 @@ def test_the_release_task_starts_a_buffered_fire_once_the_active_run_ended(workf
 
     assert started == 1
     assert ScheduleFire.objects.get(pk=buffered.pk).run.status == RunStatus.QUEUED
+
+
+def test_buffered_fires_the_release_task_started_show_among_the_reaper_actions_on_metrics(workflow, clock):
+    schedule = make_schedule(workflow, overlap_policy=OverlapPolicy.BUFFER_ONE)
+    first = fire(schedule, SLOT)
+    fire(schedule, SLOT + HOUR)
+    finish(first)
+
+    tasks.release_buffered()
+    tasks.release_buffered()  # nothing left to start: the counter stays
+
+    response = Client().get("/metrics")
+    assert response.status_code == 200, response.content
+    found = {
+        (sample.name, sample.labels.get("action")): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+    assert found["sparkops_reaper_actions_total", "buffered_fires_started"] == 1
 
 
 def test_a_buffered_fire_then_blocks_the_next_one_as_an_active_run(workflow, clock):
