@@ -31,7 +31,8 @@ from .models import Run, RunStep
 
 log = logging.getLogger(__name__)
 
-#: Keys of the dict runs.tasks.reap returns, each a counter of what the reaper did.
+#: Counters of what the reaper did: the keys of the dict runs.tasks.reap returns, and
+#: buffered_fires_started, added under the same key by schedules.tasks.release_buffered.
 REAPER_ACTIONS = ("steps", "runs", "reservations", "buffered_fires_started")
 # A proxy adds one of these: the address Django sees is then the proxy's, not the scraper's.
 FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")

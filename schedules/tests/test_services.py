@@ -700,6 +700,14 @@ def test_buffer_one_buffers_one_fire_and_skips_the_next(workflow, clock):
     assert Run.objects.count() == 2
 
 
+def test_workers_know_the_fire_task_by_the_name_beat_rows_store_and_release_buffered_fires_on_their_own_beat():
+    assert services.FIRE_TASK == "runs.schedule_fire"
+    assert celery_app.tasks[services.FIRE_TASK].run.__module__ == "schedules.tasks"
+    entry = settings.CELERY_BEAT_SCHEDULE["schedules-release-buffered"]
+    assert entry["task"] in celery_app.tasks
+    assert entry["schedule"] == settings.CELERY_BEAT_SCHEDULE["runs-reap"]["schedule"]
+
+
 def test_the_release_task_starts_a_buffered_fire_once_the_active_run_ended(workflow, clock):
     schedule = make_schedule(workflow, overlap_policy=OverlapPolicy.BUFFER_ONE)
     first = fire(schedule, SLOT)
