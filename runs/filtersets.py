@@ -3,7 +3,7 @@ import django_filters
 from sparkops.api.filters import UtcDateTimeFilter
 
 from .choices import RunStatus, Trigger
-from .models import Run, Schedule
+from .models import Run
 
 
 class RunFilterSet(django_filters.FilterSet):
@@ -26,9 +26,3 @@ class RunFilterSet(django_filters.FilterSet):
             "queued_before",
             "agent",
         ]
-
-
-class ScheduleFilterSet(django_filters.FilterSet):
-    class Meta:
-        model = Schedule
-        fields = ["project", "workflow", "enabled"]

@@ -31,7 +31,8 @@ from .middleware import METHODS, OTHER, route_names
 
 log = logging.getLogger(__name__)
 
-#: Keys of the counts runs.signals.reaped carries, each a counter of what the reaper did.
+#: Keys of the counts runs.signals.reaped carries, each a counter of what the reaper did
+#: (buffered_fires_started: sent by schedules.tasks.release_buffered).
 REAPER_ACTIONS = ("steps", "runs", "reservations", "buffered_fires_started")
 # A proxy adds one of these: the address Django sees is then the proxy's, not the scraper's.
 FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")

@@ -17,10 +17,9 @@ from policies.models import Policy, PolicyDecision, SpendEntry
 from policies.selectors import budget_status
 from policies.services import Call, spend_settle
 from policies.tests.factories import PolicyFactory, SpendEntryFactory
-from runs import schedules
-from runs.choices import EventType, FireOutcome, OverlapPolicy, RunStatus, StepStatus
+from runs.choices import EventType, RunStatus, StepStatus
 from runs.engine import core
-from runs.models import Run, RunStep, Schedule
+from runs.models import Run, RunStep
 from runs.tests.e2e_support import FakeOpenAI
 from runs.tests.factories import (
     agent_step,
@@ -568,57 +567,6 @@ def test_rate_limit_per_api_key_counts_only_that_keys_runs(team, project):
     assert [r.status_code for r in by_user] == [201, 201]
     assert Run.objects.filter(api_key=key_a).count() == 1
     assert Run.objects.filter(api_key=key_b).count() == 1
-
-
-def test_a_schedule_fire_refused_by_a_policy_is_recorded_as_blocked(team, project):
-    daily = budget(project, 0.01)
-    SpendEntryFactory(project=project, cost_usd=USD("0.01"))
-    schedule = schedules.schedule_save(
-        schedule=Schedule(
-            project=project,
-            workflow=one_step(project),
-            name="Hourly",
-            cron="0 * * * *",
-            timezone="UTC",
-            inputs={"name": "Ada"},
-            overlap_policy=OverlapPolicy.ALLOW,
-        )
-    )
-
-    fire = schedules.trigger(schedule=schedule)
-
-    assert fire.outcome == FireOutcome.BLOCKED
-    assert fire.reason.startswith("Budget 'Daily' is exhausted")
-    assert fire.run is None
-    assert not Run.objects.exists()
-    (decision,) = PolicyDecision.objects.all()
-    assert (decision.policy, decision.stage, decision.outcome) == (daily, Stage.ADMISSION, Outcome.BLOCKED)
-    assert decision.reason == fire.reason
-
-
-def test_a_schedule_fire_on_the_clock_refused_by_a_rate_limit_is_blocked(team, project):
-    make_policy(project, PolicyKind.RATE_LIMIT, {"max_runs": 1, "per": "hour"})
-    workflow = one_step(project)
-    t0 = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)
-    with time_machine.travel(t0, tick=False) as clock:
-        start(workflow)
-        schedule = schedules.schedule_save(
-            schedule=Schedule(
-                project=project,
-                workflow=workflow,
-                name="Every minute",
-                cron="* * * * *",
-                timezone="UTC",
-                inputs={"name": "Ada"},
-                overlap_policy=OverlapPolicy.ALLOW,
-            )
-        )
-        clock.shift(40)
-        fire = schedules.fire(schedule_id=schedule.pk)
-
-    assert (fire.outcome, fire.nominal_time) == (FireOutcome.BLOCKED, datetime(2026, 6, 1, 12, 1, tzinfo=UTC))
-    assert fire.reason == "Rate limit 'Guard': the project started 1 runs in the last hour; the limit is 1."
-    assert decisions() == [("Guard", Stage.ADMISSION, Outcome.BLOCKED, None)]
 
 
 # ------------------------------------------------------------------------------

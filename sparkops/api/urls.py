@@ -12,8 +12,8 @@ from policies.api.views import (
     SpendEntryViewSet,
 )
 from projects.api.views import MembershipViewSet, ProjectViewSet
-from runs.api.schedules import ScheduleViewSet
 from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WorkflowRunViewSet
+from schedules.api.views import ScheduleViewSet
 from workflows.api.views import WorkflowViewSet
 
 from .routers import router

@@ -69,6 +69,7 @@ LOCAL_APPS = [
     "workflows",
     "policies",
     "runs",
+    "schedules",
     "telemetry",
 ]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
@@ -339,8 +340,11 @@ SPARKOPS_LEASE_MARGIN_SECONDS = env.float("SPARKOPS_LEASE_MARGIN_SECONDS", defau
 SPARKOPS_WORKER_STOP_GRACE_SECONDS = env.float("SPARKOPS_WORKER_STOP_GRACE_SECONDS", default=60.0)
 # System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
 # separate rows that this never touches.
+SPARKOPS_REAP_SECONDS = env.float("SPARKOPS_REAP_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE = {
-    "runs-reap": {"task": "runs.reap", "schedule": env.float("SPARKOPS_REAP_SECONDS", default=30.0)},
+    "runs-reap": {"task": "runs.reap", "schedule": SPARKOPS_REAP_SECONDS},
+    # Starts buffered fires whose schedule has no active run any more; as often as the reaper.
+    "schedules-release-buffered": {"task": "schedules.release_buffered", "schedule": SPARKOPS_REAP_SECONDS},
 }
 
 # ------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ from agents.models import Agent, Tool
 from policies.choices import EntryStatus, PolicyAction, PolicyKind
 from policies.models import Policy, PolicyDecision, SpendEntry
 from projects.models import Membership, Project
-from runs import schedules
 from runs import services as run_services
-from runs.models import Run, Schedule
+from runs.models import Run
 from runs.tests.factories import echo_price
+from schedules import services as schedule_services
+from schedules.models import Schedule
 from sparkops.roles import Role
 from workflows.models import Workflow
 
@@ -141,7 +142,7 @@ def test_the_demo_schedule_runs_under_the_demo_policies(engine_inline, settings)
     call_command("seed_demo")
     schedule = Schedule.objects.get(project__slug="demo-research")
 
-    fire = schedules.trigger(schedule=schedule)
+    fire = schedule_services.trigger(schedule=schedule)
 
     run = Run.objects.get(pk=fire.run_id)
     assert run.status == "succeeded"

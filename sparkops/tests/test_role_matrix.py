@@ -20,10 +20,11 @@ from accounts.tests.factories import ApiKeyFactory, UserFactory
 from agents.tests.factories import CredentialFactory
 from policies.tests.factories import PolicyFactory
 from projects.tests.factories import MembershipFactory
-from runs import schedules
 from runs.choices import RunStatus, StepStatus
-from runs.models import Run, RunStep, Schedule
+from runs.models import Run, RunStep
 from runs.tests.factories import approval_step, echo_agent, make_catalog, make_workflow, start, tool
+from schedules import services as schedule_services
+from schedules.models import Schedule
 from sparkops.roles import Role
 from sparkops.testing import Team, client_for
 
@@ -103,7 +104,7 @@ def parked_run(team: Team) -> Run:
 
 def schedule(team: Team) -> Schedule:
     wf = workflow(team)
-    return schedules.schedule_save(
+    return schedule_services.schedule_save(
         schedule=Schedule(project=team.project, workflow=wf, name=unique("daily"), cron="0 9 * * *", inputs=INPUTS)
     )
 
@@ -369,10 +370,10 @@ ADMIN_ACTIONS = {
     ("runs.runstep", "approve"): "runs.change_runstep",
     ("runs.runstep", "delete_selected"): "runs.delete_runstep",
     ("runs.runstep", "reject"): "runs.change_runstep",
-    ("runs.schedule", "delete_selected"): "runs.delete_schedule",
-    ("runs.schedule", "disable"): "runs.change_schedule",
-    ("runs.schedule", "enable"): "runs.change_schedule",
-    ("runs.schedule", "run_now"): "runs.change_schedule",
+    ("schedules.schedule", "delete_selected"): "schedules.delete_schedule",
+    ("schedules.schedule", "disable"): "schedules.change_schedule",
+    ("schedules.schedule", "enable"): "schedules.change_schedule",
+    ("schedules.schedule", "run_now"): "schedules.change_schedule",
     ("workflows.workflow", "delete_selected"): "workflows.delete_workflow",
     ("workflows.workflowversion", "publish"): "workflows.change_workflowversion",
 }
@@ -389,7 +390,7 @@ def staff_with(*perms: str):
 
 
 #: Our apps; the admins of Django's auth, celery-beat and the token blacklist are theirs.
-OUR_APPS = {"accounts", "projects", "agents", "workflows", "policies", "runs"}
+OUR_APPS = {"accounts", "projects", "agents", "workflows", "policies", "runs", "schedules"}
 
 
 def offered_actions(user) -> set[tuple[str, str]]:

@@ -12,10 +12,11 @@ from policies.choices import PolicyAction, PolicyKind
 from policies.models import Policy
 from projects import services as project_services
 from projects.models import Membership, Project
-from runs import schedules
 from runs import services as run_services
 from runs.choices import Trigger
-from runs.models import Run, Schedule
+from runs.models import Run
+from schedules import services as schedule_services
+from schedules.models import Schedule
 from sparkops.roles import Role
 from workflows import services as workflow_services
 from workflows.models import Workflow
@@ -252,5 +253,5 @@ class Command(BaseCommand):
             inputs={"topic": "the minute's news"},
             created_by=owner,
         )
-        schedules.schedule_save(schedule=schedule)
+        schedule_services.schedule_save(schedule=schedule)
         self.stdout.write(f"created schedule {DEMO_SCHEDULE!r} (every minute; pause it in the admin)")

@@ -2,12 +2,12 @@
 
 from django.core.management.base import BaseCommand
 
-from runs import schedules
+from schedules import services
 
 
 class Command(BaseCommand):
     help = "Make every schedule's beat task match it and remove tasks of deleted schedules (idempotent)."
 
     def handle(self, *args, **options):
-        report = schedules.sync_all()
+        report = services.sync_all()
         self.stdout.write(", ".join(f"{count} {what}" for what, count in report.items()))

@@ -154,16 +154,6 @@ def fires_after(cron: Cron, tz: ZoneInfo, after: datetime) -> Iterator[datetime]
         day += timedelta(days=1)
 
 
-def latest_at_or_before(cron: Cron, tz: ZoneInfo, moment: datetime, lookback: timedelta) -> datetime | None:
-    """The last fire instant in ``(moment - lookback, moment]``, or None."""
-    found = None
-    for instant in fires_after(cron, tz, moment - lookback):
-        if instant > moment:
-            break
-        found = instant
-    return found
-
-
 def describe(expression: str) -> str:
     """A sentence for people, e.g. "At 09:00 AM, Monday through Friday"."""
     from cron_descriptor import Options, get_description

@@ -1,9 +1,10 @@
-"""runs/schedules.py: validation, the django-celery-beat sync, and the fire ledger with its
+"""schedules/services.py: validation, the django-celery-beat sync, and the fire ledger with its
 overlap, catch-up, auto-pause and jitter rules, across daylight saving time.
 
-"Beat" is simulated by calling the beat task (runs.tasks.schedule_fire) or schedules.fire() at
-chosen instants; runs stay "active" because these tests never run the engine (on_commit callbacks
-do not run inside a test transaction), and "finish" by having their status set.
+"Beat" is simulated by calling the beat task (schedules.tasks.schedule_fire, named
+runs.schedule_fire) or services.fire() at chosen instants; runs stay "active" because these tests
+never run the engine (on_commit callbacks do not run inside a test transaction), and "finish" by
+having their status set.
 """
 
 import json
@@ -20,14 +21,17 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
+from django.test import Client
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask, PeriodicTasks
+from prometheus_client.parser import text_string_to_metric_families
 
-from agents.models import Agent
-from agents.services import agent_save
 from projects.models import Project
-from runs import schedules, tasks
-from runs.choices import CatchupPolicy, FireOutcome, OverlapPolicy, RunStatus, Trigger
-from runs.models import Run, Schedule, ScheduleFire
+from runs.choices import RunStatus, Trigger
+from runs.models import Run
+from schedules import services, tasks
+from schedules.choices import CatchupPolicy, FireOutcome, OverlapPolicy
+from schedules.models import Schedule, ScheduleFire
+from schedules.tests.factories import INPUT_SCHEMA, published_workflow
 from sparkops.celery import app as celery_app
 from workflows.services import version_publish, workflow_create, workflow_delete, workflow_update
 
@@ -38,7 +42,6 @@ T0 = datetime(2026, 5, 4, 7, 50, tzinfo=UTC)
 SLOT = datetime(2026, 5, 4, 8, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
-INPUT_SCHEMA = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
 FIRE_TASK = "runs.schedule_fire"
 # Version 2 of the workflow: one more optional input.
 SECOND_SCHEMA = {**INPUT_SCHEMA, "properties": {**INPUT_SCHEMA["properties"], "tone": {"type": "string"}}}
@@ -48,20 +51,6 @@ ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 # ------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------
-def published_workflow(project, slug: str = "digest"):
-    if not Agent.objects.filter(project=project, slug="echo").exists():
-        agent_save(agent=Agent(project=project, slug="echo", name="Echo", provider="echo", model="echo-1"))
-    return workflow_create(
-        project=project,
-        user=None,
-        name=slug.title(),
-        slug=slug,
-        definition={"steps": [{"key": "say", "kind": "agent", "agent": "echo", "prompt": "{{ inputs.topic }}"}]},
-        input_schema=INPUT_SCHEMA,
-        publish=True,
-    )
-
-
 def unsaved(workflow, **fields) -> Schedule:
     values = {
         "name": "Digest",
@@ -74,7 +63,7 @@ def unsaved(workflow, **fields) -> Schedule:
 
 
 def make_schedule(workflow, **fields) -> Schedule:
-    return schedules.schedule_save(schedule=unsaved(workflow, **fields))
+    return services.schedule_save(schedule=unsaved(workflow, **fields))
 
 
 def task_of(schedule: Schedule) -> PeriodicTask:
@@ -93,7 +82,7 @@ def crontab_fields(crontab: CrontabSchedule) -> tuple:
 
 
 def fire(schedule: Schedule, at: datetime) -> ScheduleFire | None:
-    return schedules.fire(schedule_id=schedule.pk, now=at)
+    return services.fire(schedule_id=schedule.pk, now=at)
 
 
 def outcomes(schedule: Schedule) -> list[tuple[datetime, str]]:
@@ -135,7 +124,7 @@ def eager():
 # ------------------------------------------------------------------------------
 def errors_of(schedule: Schedule) -> dict:
     with pytest.raises(ValidationError) as caught:
-        schedules.schedule_save(schedule=schedule)
+        services.schedule_save(schedule=schedule)
     return caught.value.message_dict
 
 
@@ -244,7 +233,7 @@ def test_creating_a_schedule_creates_its_one_periodic_task(workflow, clock):
 def test_beat_reads_each_cron_field_as_we_do(workflow, expression, beat):
     task = task_of(make_schedule(workflow, cron=expression))
     assert crontab_fields(task.crontab)[:5] == beat
-    parsed, celery = schedules.cron.parse(expression), task.schedule  # what beat builds, or fails to
+    parsed, celery = services.cron.parse(expression), task.schedule  # what beat builds, or fails to
     assert celery.minute == parsed.minutes
     assert celery.hour == parsed.hours
     assert celery.month_of_year == parsed.months
@@ -279,7 +268,7 @@ def test_beat_wakes_at_every_slot_we_fire(workflow, time_machine, expression, zo
     time_machine.move_to(start, tick=False)
     schedule = make_schedule(workflow, cron=expression, timezone=zone)
     end = start + timedelta(days=14)
-    ours = schedules.preview(schedule, 100, after=start)
+    ours = services.preview(schedule, 100, after=start)
     ours = [instant for instant in ours if instant < end]
 
     woke = beat_wakes(time_machine, task_of(schedule), start, end)
@@ -314,7 +303,7 @@ def test_editing_the_cron_moves_the_task_drops_the_unused_crontab_and_bumps_the_
     mark_changes_old()
 
     schedule.cron, schedule.timezone = "30 18 * * fri", "America/New_York"
-    schedules.schedule_save(schedule=schedule)
+    services.schedule_save(schedule=schedule)
 
     task = task_of(schedule)
     assert crontab_fields(task.crontab) == ("30", "18", "*", "*", "fri", "America/New_York")
@@ -329,7 +318,7 @@ def test_editing_keeps_a_crontab_another_schedule_still_uses(workflow):
     shared = task_of(first).crontab_id
 
     first.cron = "0 10 * * *"
-    schedules.schedule_save(schedule=first)
+    services.schedule_save(schedule=first)
 
     assert task_of(second).crontab_id == shared
     assert CrontabSchedule.objects.filter(pk=shared).exists()
@@ -340,7 +329,7 @@ def test_disabling_through_an_edit_disables_the_task_and_bumps_the_counter(workf
     mark_changes_old()
 
     schedule.enabled = False
-    schedules.schedule_save(schedule=schedule)
+    services.schedule_save(schedule=schedule)
 
     assert task_of(schedule).enabled is False
     assert Schedule.objects.get().next_fire_at is None
@@ -351,14 +340,14 @@ def test_pausing_and_resuming_keep_the_task_in_step(workflow, clock):
     schedule = make_schedule(workflow)
     mark_changes_old()
 
-    schedules.schedule_set_enabled(schedule=schedule, enabled=False, reason="Holidays.")
+    services.schedule_set_enabled(schedule=schedule, enabled=False, reason="Holidays.")
     row = Schedule.objects.get()
     assert (row.enabled, row.paused_reason, row.next_fire_at) == (False, "Holidays.", None)
     assert task_of(schedule).enabled is False
     assert changes_bumped()
 
     clock.move_to(SLOT + 3 * HOUR + timedelta(minutes=10), tick=False)
-    schedules.schedule_set_enabled(schedule=schedule, enabled=True)
+    services.schedule_set_enabled(schedule=schedule, enabled=True)
     row = Schedule.objects.get()
     assert (row.enabled, row.paused_reason, row.next_fire_at) == (True, "", SLOT + 4 * HOUR)
     assert task_of(schedule).enabled is True
@@ -366,9 +355,9 @@ def test_pausing_and_resuming_keep_the_task_in_step(workflow, clock):
 
 def test_resuming_does_not_replay_what_was_missed_while_paused(workflow, clock):
     schedule = make_schedule(workflow)
-    schedules.schedule_set_enabled(schedule=schedule, enabled=False)
+    services.schedule_set_enabled(schedule=schedule, enabled=False)
     clock.move_to(SLOT + 3 * HOUR + timedelta(minutes=10), tick=False)
-    schedules.schedule_set_enabled(schedule=schedule, enabled=True)
+    services.schedule_set_enabled(schedule=schedule, enabled=True)
 
     started = fire(schedule, SLOT + 4 * HOUR)
 
@@ -383,8 +372,8 @@ def test_deleting_removes_the_task_and_its_unused_crontab_but_keeps_a_shared_one
     lonely, shared = task_of(alone).crontab_id, task_of(first).crontab_id
     mark_changes_old()
 
-    schedules.schedule_delete(schedule=alone)
-    schedules.schedule_delete(schedule=first)
+    services.schedule_delete(schedule=alone)
+    services.schedule_delete(schedule=first)
 
     assert not PeriodicTask.objects.filter(name__in=[f"schedule:{alone.pk}", f"schedule:{first.pk}"]).exists()
     assert not CrontabSchedule.objects.filter(pk=lonely).exists()
@@ -398,7 +387,7 @@ def test_deleting_keeps_a_crontab_a_users_own_task_uses(workflow):
     crontab = task_of(schedule).crontab
     PeriodicTask.objects.create(name="nightly-report", task="reports.nightly", crontab=crontab)
 
-    schedules.schedule_delete(schedule=schedule)
+    services.schedule_delete(schedule=schedule)
 
     assert PeriodicTask.objects.get(name="nightly-report").crontab_id == crontab.pk
 
@@ -409,7 +398,7 @@ def test_bulk_pause_and_resume_update_every_task_and_bump_the_counter_once(workf
     untouched = make_schedule(workflow, name="C")
     mark_changes_old()
 
-    assert schedules.schedules_set_enabled(queryset=Schedule.objects.exclude(name="C"), enabled=False) == 2
+    assert services.schedules_set_enabled(queryset=Schedule.objects.exclude(name="C"), enabled=False) == 2
 
     assert changes_bumped()
     assert [task_of(s).enabled for s in (first, second, untouched)] == [False, False, True]
@@ -421,7 +410,7 @@ def test_bulk_pause_and_resume_update_every_task_and_bump_the_counter_once(workf
 
     mark_changes_old()
     clock.move_to(SLOT + timedelta(minutes=30), tick=False)
-    assert schedules.schedules_set_enabled(queryset=Schedule.objects.all(), enabled=True) == 3
+    assert services.schedules_set_enabled(queryset=Schedule.objects.all(), enabled=True) == 3
     assert changes_bumped()
     assert all(task_of(s).enabled for s in (first, second, untouched))
     assert set(Schedule.objects.values_list("enabled", "next_fire_at", "last_fire_at")) == {
@@ -466,11 +455,11 @@ def test_sync_all_repairs_drift_and_reports_it(drifted):
     others = foreign_tasks()
     mark_changes_old()
 
-    assert schedules.sync_all() == {"created": 1, "updated": 1, "deleted": 1, "unchanged": 1}
+    assert services.sync_all() == {"created": 1, "updated": 1, "deleted": 1, "unchanged": 1}
 
     for key in ("fine", "lost", "edited"):
         schedule = drifted[key]
-        task, wanted = task_of(schedule), schedules.desired_task(schedule)
+        task, wanted = task_of(schedule), services.desired_task(schedule)
         assert {field: getattr(task, field) for field in wanted} == wanted
     edited = task_of(drifted["edited"])
     assert crontab_fields(edited.crontab) == ("0", "11", "*", "*", "*", "Europe/Berlin")
@@ -485,12 +474,12 @@ def test_sync_all_repairs_drift_and_reports_it(drifted):
 
 
 def test_sync_all_is_idempotent(drifted):
-    schedules.sync_all()
+    services.sync_all()
     tasks_before = list(PeriodicTask.objects.order_by("name").values())
     crontabs_before = CrontabSchedule.objects.count()
     mark_changes_old()
 
-    assert schedules.sync_all() == {"created": 0, "updated": 0, "deleted": 0, "unchanged": 3}
+    assert services.sync_all() == {"created": 0, "updated": 0, "deleted": 0, "unchanged": 3}
 
     assert list(PeriodicTask.objects.order_by("name").values()) == tasks_before
     assert CrontabSchedule.objects.count() == crontabs_before
@@ -504,7 +493,7 @@ def test_sync_all_never_touches_tasks_that_are_not_ours(workflow):
     PeriodicTask.objects.create(name="nightly-export", task="exports.nightly", crontab=lonely, enabled=False)
     others = foreign_tasks()
 
-    assert schedules.sync_all() == {"created": 0, "updated": 0, "deleted": 0, "unchanged": 0}
+    assert services.sync_all() == {"created": 0, "updated": 0, "deleted": 0, "unchanged": 0}
 
     assert foreign_tasks() == others
     assert CrontabSchedule.objects.filter(pk=lonely.pk).exists()
@@ -515,7 +504,7 @@ def test_sync_all_removes_the_task_of_a_schedule_deleted_with_its_workflow(workf
     workflow_delete(workflow=workflow)
     assert not Schedule.objects.exists()
 
-    schedules.sync_all()
+    services.sync_all()
 
     assert not PeriodicTask.objects.filter(name=f"schedule:{schedule.pk}").exists()
     assert not CrontabSchedule.objects.exists()
@@ -610,7 +599,7 @@ def test_a_fire_whose_run_cannot_start_is_recorded_as_failed_with_the_reason(wor
 
 def test_a_fire_for_a_deleted_schedule_does_nothing(workflow):
     schedule = make_schedule(workflow)
-    schedules.schedule_delete(schedule=schedule)
+    services.schedule_delete(schedule=schedule)
     assert fire(schedule, SLOT) is None
     assert not ScheduleFire.objects.exists()
 
@@ -627,7 +616,7 @@ def test_two_beats_firing_one_slot_at_the_same_moment_start_one_run(time_machine
     def beat() -> None:
         try:
             barrier.wait(timeout=10)
-            results.append(schedules.fire(schedule_id=schedule.pk, now=SLOT + timedelta(seconds=1)))
+            results.append(services.fire(schedule_id=schedule.pk, now=SLOT + timedelta(seconds=1)))
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -697,30 +686,57 @@ def test_buffer_one_buffers_one_fire_and_skips_the_next(workflow, clock):
         None,
     )
     assert skipped.outcome == FireOutcome.SKIPPED_OVERLAP
-    assert schedules.release_buffered() == 0  # the first run is still active
+    assert services.release_buffered() == 0  # the first run is still active
     assert ScheduleFire.objects.get(pk=buffered.pk).outcome == FireOutcome.BUFFERED
 
     finish(first)
-    assert schedules.release_buffered() == 1
+    assert services.release_buffered() == 1
 
     released = ScheduleFire.objects.get(pk=buffered.pk)
     assert (released.outcome, released.reason) == (FireOutcome.STARTED, "")
     assert released.run.trigger == Trigger.SCHEDULE
     assert released.run.title == "Digest @ 2026-05-04 09:00 UTC"
-    assert schedules.release_buffered() == 0  # never twice
+    assert services.release_buffered() == 0  # never twice
     assert Run.objects.count() == 2
 
 
-def test_the_reaper_starts_a_buffered_fire_once_the_active_run_ended(workflow, clock):
+def test_workers_know_the_fire_task_by_the_name_beat_rows_store_and_release_buffered_fires_on_their_own_beat():
+    assert services.FIRE_TASK == "runs.schedule_fire"
+    assert celery_app.tasks[services.FIRE_TASK].run.__module__ == "schedules.tasks"
+    entry = settings.CELERY_BEAT_SCHEDULE["schedules-release-buffered"]
+    assert entry["task"] in celery_app.tasks
+    assert entry["schedule"] == settings.CELERY_BEAT_SCHEDULE["runs-reap"]["schedule"]
+
+
+def test_the_release_task_starts_a_buffered_fire_once_the_active_run_ended(workflow, clock):
     schedule = make_schedule(workflow, overlap_policy=OverlapPolicy.BUFFER_ONE)
     first = fire(schedule, SLOT)
     buffered = fire(schedule, SLOT + HOUR)
     finish(first)
 
-    counts = tasks.reap()
+    started = tasks.release_buffered()
 
-    assert counts["buffered_fires_started"] == 1
+    assert started == 1
     assert ScheduleFire.objects.get(pk=buffered.pk).run.status == RunStatus.QUEUED
+
+
+def test_buffered_fires_the_release_task_started_show_among_the_reaper_actions_on_metrics(workflow, clock):
+    schedule = make_schedule(workflow, overlap_policy=OverlapPolicy.BUFFER_ONE)
+    first = fire(schedule, SLOT)
+    fire(schedule, SLOT + HOUR)
+    finish(first)
+
+    tasks.release_buffered()
+    tasks.release_buffered()  # nothing left to start: the counter stays
+
+    response = Client().get("/metrics")
+    assert response.status_code == 200, response.content
+    found = {
+        (sample.name, sample.labels.get("action")): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+    assert found["sparkops_reaper_actions_total", "buffered_fires_started"] == 1
 
 
 def test_a_buffered_fire_then_blocks_the_next_one_as_an_active_run(workflow, clock):
@@ -728,7 +744,7 @@ def test_a_buffered_fire_then_blocks_the_next_one_as_an_active_run(workflow, clo
     finish_later = fire(schedule, SLOT)
     fire(schedule, SLOT + HOUR)
     finish(finish_later)
-    schedules.release_buffered()
+    services.release_buffered()
 
     assert fire(schedule, SLOT + 2 * HOUR).outcome == FireOutcome.BUFFERED
 
@@ -790,7 +806,7 @@ def test_latest_in_window_skips_a_slot_past_the_window(workflow, clock):
 def test_a_flood_of_missed_slots_is_recorded_up_to_a_limit(workflow, clock):
     schedule = make_schedule(workflow, cron="* * * * *")
     fire(schedule, T0 + timedelta(days=1))
-    assert schedule.fires.count() == schedules.MAX_MISSED_RECORDED
+    assert schedule.fires.count() == services.MAX_MISSED_RECORDED
     assert schedule.fires.order_by("-nominal_time").first().nominal_time == T0 + timedelta(days=1)
 
 
@@ -830,7 +846,7 @@ def test_resuming_an_auto_paused_schedule_starts_a_new_streak(workflow, clock):
         finish(fire(schedule, SLOT + n * HOUR), RunStatus.FAILED)
     fire(schedule, SLOT + 2 * HOUR)
     clock.move_to(SLOT + 2 * HOUR + timedelta(minutes=10), tick=False)
-    schedules.schedule_set_enabled(schedule=Schedule.objects.get(), enabled=True)
+    services.schedule_set_enabled(schedule=Schedule.objects.get(), enabled=True)
 
     clock.move_to(SLOT + 3 * HOUR, tick=False)
     retried = fire(schedule, SLOT + 3 * HOUR)
@@ -848,7 +864,7 @@ def test_bulk_resuming_an_auto_paused_schedule_starts_a_new_streak(workflow, clo
     finish(fire(schedule, SLOT), RunStatus.FAILED)
     fire(schedule, SLOT + HOUR)
     clock.move_to(SLOT + HOUR + timedelta(minutes=10), tick=False)
-    schedules.schedules_set_enabled(queryset=Schedule.objects.all(), enabled=True)
+    services.schedules_set_enabled(queryset=Schedule.objects.all(), enabled=True)
 
     assert fire(schedule, SLOT + 2 * HOUR).outcome == FireOutcome.STARTED
 
@@ -870,7 +886,7 @@ def test_manual_triggers_do_not_count_towards_auto_pause(workflow, clock):
     finish(fire(schedule, SLOT), RunStatus.FAILED)
     for minutes in (10, 20):
         clock.move_to(SLOT + timedelta(minutes=minutes), tick=False)
-        finish(schedules.trigger(schedule=schedule), RunStatus.FAILED)
+        finish(services.trigger(schedule=schedule), RunStatus.FAILED)
 
     assert fire(schedule, SLOT + HOUR).outcome == FireOutcome.STARTED
     assert Schedule.objects.get().enabled is True
@@ -882,7 +898,7 @@ def test_a_manual_success_does_not_hide_failed_scheduled_runs(workflow, clock):
         clock.move_to(SLOT + n * HOUR, tick=False)
         finish(fire(schedule, SLOT + n * HOUR), RunStatus.FAILED)
     clock.move_to(SLOT + HOUR + timedelta(minutes=30), tick=False)
-    finish(schedules.trigger(schedule=schedule), RunStatus.SUCCEEDED)
+    finish(services.trigger(schedule=schedule), RunStatus.SUCCEEDED)
 
     assert fire(schedule, SLOT + 2 * HOUR).outcome == FireOutcome.SKIPPED_PAUSED
     assert Schedule.objects.get().enabled is False
@@ -896,7 +912,7 @@ def test_a_trigger_starts_a_run_now_recorded_as_a_manual_fire(workflow, clock):
     fire(schedule, SLOT)  # an active run the clock would skip for
     clock.move_to(SLOT + timedelta(minutes=7), tick=False)
 
-    manual = schedules.trigger(schedule=schedule)
+    manual = services.trigger(schedule=schedule)
 
     assert (manual.nominal_time, manual.outcome, manual.manual) == (
         SLOT + timedelta(minutes=7),
@@ -911,7 +927,7 @@ def test_a_trigger_starts_a_run_now_recorded_as_a_manual_fire(workflow, clock):
 def test_a_trigger_that_cannot_start_a_run_says_why(workflow, clock):
     schedule = make_schedule(workflow)
     workflow_update(workflow=workflow, user=None, active=False)
-    manual = schedules.trigger(schedule=schedule)
+    manual = services.trigger(schedule=schedule)
     assert (manual.outcome, manual.reason, manual.manual) == (
         FireOutcome.FAILED,
         "workflow: The workflow is inactive.",
@@ -965,9 +981,9 @@ def test_jitter_widens_the_on_time_allowance(workflow, clock):
 
 
 def test_the_jitter_delay_stays_within_bounds(workflow):
-    assert schedules.jitter_delay(make_schedule(workflow, name="None")) == 0.0
+    assert services.jitter_delay(make_schedule(workflow, name="None")) == 0.0
     jittery = make_schedule(workflow, name="Some", jitter_seconds=30)
-    assert all(0 <= schedules.jitter_delay(jittery) <= 30 for _ in range(200))
+    assert all(0 <= services.jitter_delay(jittery) <= 30 for _ in range(200))
 
 
 # ------------------------------------------------------------------------------
@@ -1083,7 +1099,7 @@ def test_a_new_york_0130_fires_once_not_again_in_the_repeated_hour(workflow, tim
 def test_preview_lists_the_next_fires_across_a_change(workflow, clock):
     schedule = make_schedule(workflow, cron="30 2 * * *", timezone="America/New_York")
     after = datetime(2026, 3, 6, 12, tzinfo=UTC)
-    assert [t.astimezone(NEW_YORK).strftime("%d %H:%M %Z") for t in schedules.preview(schedule, 4, after)] == [
+    assert [t.astimezone(NEW_YORK).strftime("%d %H:%M %Z") for t in services.preview(schedule, 4, after)] == [
         "07 02:30 EST",
         "08 03:30 EDT",
         "09 02:30 EDT",

@@ -19,13 +19,14 @@ from django_celery_beat.models import PeriodicTask
 
 from agents.models import Agent
 from agents.services import agent_save
-from runs.choices import RUN_TERMINAL, FireOutcome, RunStatus, Trigger
-from runs.models import Run, ScheduleFire
+from runs.choices import RUN_TERMINAL, RunStatus, Trigger
+from runs.models import Run
+from runs.tests.e2e_support import ROOT, Worker, database_url
+from schedules.choices import FireOutcome
+from schedules.models import ScheduleFire
 from sparkops.celery import app as celery_app
 from sparkops.testing import make_team
 from workflows.services import workflow_create
-
-from .e2e_support import ROOT, Worker, database_url
 
 pytestmark = [
     pytest.mark.skipif(

@@ -7,80 +7,16 @@ from rest_framework import serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from sparkops.api.viewsets import ProjectField, ProjectScopedViewSet, ScopedRelatedField, assign
+from sparkops.api.viewsets import ProjectScopedViewSet, assign
 from sparkops.roles import Role
-from workflows.models import Workflow, WorkflowVersion
 
-from .. import cron, schedules
-from ..choices import CatchupPolicy, FireOutcome, OverlapPolicy
+from .. import cron, services
+from ..choices import FireOutcome
 from ..filtersets import ScheduleFilterSet
-from ..models import Schedule, ScheduleFire
+from ..models import Schedule
+from .serializers import PreviewSerializer, ScheduleFireSerializer, ScheduleSerializer
 
 MAX_PREVIEW = 100
-
-
-class ScheduleSerializer(serializers.ModelSerializer):
-    project = ProjectField()
-    workflow = ScopedRelatedField(queryset=Workflow.objects.all(), pk_field=serializers.UUIDField())
-    version = ScopedRelatedField(
-        queryset=WorkflowVersion.objects.all(), project_path="workflow__project", required=False, allow_null=True
-    )
-    overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP)
-    catchup_policy = serializers.ChoiceField(choices=CatchupPolicy.choices, default=CatchupPolicy.SKIP_MISSED)
-    description = serializers.SerializerMethodField(
-        help_text='The cron in words, e.g. "At 09:00, Monday through Friday".'
-    )
-
-    class Meta:
-        model = Schedule
-        fields = [
-            "id",
-            "project",
-            "workflow",
-            "version",
-            "name",
-            "cron",
-            "description",
-            "timezone",
-            "inputs",
-            "enabled",
-            "overlap_policy",
-            "max_active",
-            "catchup_policy",
-            "catchup_window_seconds",
-            "auto_pause_after",
-            "jitter_seconds",
-            "paused_reason",
-            "last_fire_at",
-            "next_fire_at",
-            "created_by",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = [
-            "id",
-            "paused_reason",
-            "last_fire_at",
-            "next_fire_at",
-            "created_by",
-            "created_at",
-            "updated_at",
-        ]
-
-    def get_description(self, schedule: Schedule) -> str:
-        return cron.describe(schedule.cron)
-
-
-class ScheduleFireSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = ScheduleFire
-        fields = ["id", "nominal_time", "outcome", "reason", "manual", "run", "created_at"]
-        read_only_fields = fields
-
-
-class PreviewSerializer(serializers.Serializer):
-    timezone = serializers.CharField()
-    fires = serializers.ListField(child=serializers.DictField(), help_text='[{"local": "...", "utc": "..."}]')
 
 
 @extend_schema_view(
@@ -105,20 +41,20 @@ class ScheduleViewSet(ProjectScopedViewSet):
 
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)
-        serializer.instance = schedules.schedule_save(schedule=Schedule(**data, created_by=self.request.user))
+        serializer.instance = services.schedule_save(schedule=Schedule(**data, created_by=self.request.user))
 
     def perform_update(self, serializer) -> None:
-        schedules.schedule_save(schedule=assign(serializer.instance, serializer.validated_data))
+        services.schedule_save(schedule=assign(serializer.instance, serializer.validated_data))
 
     def perform_destroy(self, instance: Schedule) -> None:
-        schedules.schedule_delete(schedule=instance)
+        services.schedule_delete(schedule=instance)
 
     @extend_schema(
         summary="Pause: no fire starts a run until resumed (admin)", request=None, responses=ScheduleSerializer
     )
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
-        schedule = schedules.schedule_set_enabled(
+        schedule = services.schedule_set_enabled(
             schedule=self.get_object(), enabled=False, reason="Paused by a person."
         )
         return Response(self.get_serializer(schedule).data)
@@ -128,7 +64,7 @@ class ScheduleViewSet(ProjectScopedViewSet):
     )
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        schedule = schedules.schedule_set_enabled(schedule=self.get_object(), enabled=True)
+        schedule = services.schedule_set_enabled(schedule=self.get_object(), enabled=True)
         return Response(self.get_serializer(schedule).data)
 
     @extend_schema(
@@ -136,7 +72,7 @@ class ScheduleViewSet(ProjectScopedViewSet):
     )
     @action(detail=True, methods=["post"])
     def trigger(self, request, pk=None):
-        fire = schedules.trigger(schedule=self.get_object())
+        fire = services.trigger(schedule=self.get_object())
         return Response(ScheduleFireSerializer(fire).data, status=201)
 
     @extend_schema(
@@ -157,7 +93,7 @@ class ScheduleViewSet(ProjectScopedViewSet):
         zone = cron.zone(schedule.timezone)
         fires = [
             {"local": instant.astimezone(zone).isoformat(), "utc": instant.isoformat()}
-            for instant in schedules.preview(schedule, count, timezone.now())
+            for instant in services.preview(schedule, count, timezone.now())
         ]
         return Response({"timezone": schedule.timezone, "fires": fires})
 

@@ -1,4 +1,4 @@
-"""runs/cron.py: parsing with field-level messages, matching, and fire times across daylight saving
+"""schedules/cron.py: parsing with field-level messages, matching, and fire times across daylight saving
 time (the documented rule: a missing local time fires shifted forward by the jump, a repeated one
 fires once at its first occurrence, and an instant never fires twice)."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runs import cron
+from schedules import cron
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -180,14 +180,6 @@ def test_a_rare_date_is_found_years_ahead():
     # Leap days only: the search looks far enough ahead not to give up on them.
     found = fires("0 0 29 2 *", ZoneInfo("UTC"), utc(2026, 3, 1), 2)
     assert found == [utc(2028, 2, 29), utc(2032, 2, 29)]
-
-
-def test_the_latest_fire_at_or_before_a_moment_within_a_lookback():
-    parsed = cron.parse("0 * * * *")
-    zone = ZoneInfo("UTC")
-    assert cron.latest_at_or_before(parsed, zone, utc(2026, 5, 4, 9, 30), timedelta(hours=2)) == utc(2026, 5, 4, 9)
-    assert cron.latest_at_or_before(parsed, zone, utc(2026, 5, 4, 9), timedelta(hours=2)) == utc(2026, 5, 4, 9)
-    assert cron.latest_at_or_before(parsed, zone, utc(2026, 5, 4, 9, 30), timedelta(minutes=20)) is None
 
 
 # ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Beat only says "now, for schedule S". Which slot that is, whether it is late, whether it may
 start, and the ledger row that makes it happen once, are all decided here from our own cron
-reading (runs/cron.py), so two beats, a redelivered message or beat's own DST quirks never
+reading (schedules/cron.py), so two beats, a redelivered message or beat's own DST quirks never
 start two runs for one slot.
 """
 
@@ -19,14 +19,18 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTas
 
 from policies.exceptions import PolicyRefused
 from projects.services import ProjectArchived
+from runs.choices import RUN_ACTIVE, RunStatus, Trigger
+from runs.models import Run
+from runs.services import input_errors, run_start
 from workflows.selectors import latest_published_version
 
 from . import cron
-from .choices import RUN_ACTIVE, CatchupPolicy, FireOutcome, OverlapPolicy, RunStatus, Trigger
-from .models import Run, Schedule, ScheduleFire
+from .choices import CatchupPolicy, FireOutcome, OverlapPolicy
+from .models import Schedule, ScheduleFire
 
 log = logging.getLogger(__name__)
 
+# schedules.tasks.schedule_fire, under the name it was born with in the runs app: beat rows store it.
 FIRE_TASK = "runs.schedule_fire"
 TASK_PREFIX = "schedule:"
 # Beat sends a little after the minute; a fire this late still counts as on time.
@@ -40,8 +44,6 @@ MAX_JITTER_SECONDS = 3600
 # Validation and saving
 # ------------------------------------------------------------------------------
 def schedule_errors(schedule: Schedule) -> dict[str, list[str]]:
-    from .services import input_errors
-
     errors: dict[str, list[str]] = {}
     try:
         cron.parse(schedule.cron)
@@ -365,8 +367,6 @@ def _settle(fire: ScheduleFire, outcome: str, reason: str = "", run: Run | None 
 
 
 def _start_run(schedule: Schedule, fire: ScheduleFire) -> ScheduleFire:
-    from .services import run_start
-
     # No savepoint of our own around run_start: it writes nothing before a ValidationError, rolls
     # its own writes back on a refusal, and then records the refusal's decision, which a savepoint
     # here would roll back too.
@@ -401,7 +401,8 @@ def trigger(*, schedule: Schedule) -> ScheduleFire:
 
 
 def release_buffered() -> int:
-    """Start buffered fires whose schedule has no active run any more (called by the reaper)."""
+    """Start buffered fires whose schedule has no active run any more (the release_buffered task,
+    as often as the reaper)."""
     started = 0
     for fire in ScheduleFire.objects.filter(outcome=FireOutcome.BUFFERED).select_related("schedule__workflow"):
         if not fire.schedule.enabled or _active_runs(fire.schedule):

@@ -12,12 +12,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_celery_beat.models import PeriodicTask
 
-from agents.models import Agent
-from agents.services import agent_save
 from projects.tests.factories import MembershipFactory
-from runs import schedules
-from runs.choices import FireOutcome, Trigger
-from runs.models import Run, Schedule, ScheduleFire
+from runs.choices import Trigger
+from runs.models import Run
+from schedules import services
+from schedules.choices import FireOutcome
+from schedules.models import Schedule, ScheduleFire
+from schedules.tests.factories import published_workflow
 from sparkops.roles import Role
 from sparkops.testing import ROLES, client_for
 from workflows.services import workflow_create
@@ -25,7 +26,6 @@ from workflows.services import workflow_create
 LIST_URL = "/api/v1/schedules"
 ERROR_KEYS = {"status", "code", "message", "errors"}
 WRITERS = [(Role.OWNER, True), (Role.ADMIN, True), (Role.DEVELOPER, False), (Role.VIEWER, False)]
-INPUT_SCHEMA = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = timedelta(hours=1)
 
@@ -40,20 +40,6 @@ def assert_error(response, status: int) -> dict:
     assert set(body) == ERROR_KEYS
     assert body["status"] == status
     return body
-
-
-def published_workflow(project, slug: str = "digest"):
-    if not Agent.objects.filter(project=project, slug="echo").exists():
-        agent_save(agent=Agent(project=project, slug="echo", name="Echo", provider="echo", model="echo-1"))
-    return workflow_create(
-        project=project,
-        user=None,
-        name=slug.title(),
-        slug=slug,
-        definition={"steps": [{"key": "say", "kind": "agent", "agent": "echo", "prompt": "{{ inputs.topic }}"}]},
-        input_schema=INPUT_SCHEMA,
-        publish=True,
-    )
 
 
 def payload(project, workflow, **fields) -> dict:
@@ -72,7 +58,7 @@ def task_of(schedule_id) -> PeriodicTask | None:
 
 
 def make_schedule(project, workflow, name: str, cron: str = "0 9 * * *") -> Schedule:
-    return schedules.schedule_save(
+    return services.schedule_save(
         schedule=Schedule(project=project, workflow=workflow, name=name, cron=cron, inputs={"topic": "x"})
     )
 
@@ -84,7 +70,7 @@ def workflow(team):
 
 @pytest.fixture
 def schedule(team, workflow):
-    return schedules.schedule_save(
+    return services.schedule_save(
         schedule=Schedule(
             project=team.project,
             workflow=workflow,
@@ -267,7 +253,7 @@ def test_an_outsider_lists_only_their_own_projects_schedules(team, schedule):
 
 def test_lists_filter_by_enabled_and_search_by_name(team, schedule, workflow):
     other = make_schedule(team.project, workflow, "Weekly", "0 9 * * mon")
-    schedules.schedule_set_enabled(schedule=other, enabled=False)
+    services.schedule_set_enabled(schedule=other, enabled=False)
     client = team.client(Role.VIEWER)
     assert [r["name"] for r in client.get(LIST_URL, {"enabled": "false"}).json()["results"]] == ["Weekly"]
     assert [r["name"] for r in client.get(LIST_URL, {"search": "hourly"}).json()["results"]] == ["Hourly digest"]
@@ -450,7 +436,7 @@ def test_a_trigger_that_cannot_start_a_run_is_recorded_as_failed(team, schedule,
 # Preview
 # ------------------------------------------------------------------------------
 def test_preview_lists_the_next_n_fires_in_local_time_and_utc(team, workflow):
-    schedule = schedules.schedule_save(
+    schedule = services.schedule_save(
         schedule=Schedule(
             project=team.project,
             workflow=workflow,
@@ -500,9 +486,9 @@ def test_preview_refuses_a_bad_n(team, schedule, n, message):
 def ledger(schedule):
     """Five fires, newest last: started, skipped for overlap, then three skipped as late."""
     first = schedule.next_fire_at
-    schedules.fire(schedule_id=schedule.pk, now=first + timedelta(seconds=1))
-    schedules.fire(schedule_id=schedule.pk, now=first + HOUR + timedelta(seconds=1))
-    schedules.fire(schedule_id=schedule.pk, now=first + 4 * HOUR + timedelta(minutes=10))
+    services.fire(schedule_id=schedule.pk, now=first + timedelta(seconds=1))
+    services.fire(schedule_id=schedule.pk, now=first + HOUR + timedelta(seconds=1))
+    services.fire(schedule_id=schedule.pk, now=first + 4 * HOUR + timedelta(minutes=10))
     return first
 
 
@@ -536,6 +522,6 @@ def test_the_fire_ledger_filters_by_outcome(team, schedule, ledger):
 
 def test_the_fire_ledger_shows_only_this_schedules_fires(team, schedule, ledger, workflow):
     other = make_schedule(team.project, workflow, "Other", "0 * * * *")
-    schedules.trigger(schedule=other)
+    services.trigger(schedule=other)
     assert team.client(Role.VIEWER).get(url(schedule, "/fires")).json()["count"] == 5
     assert team.client(Role.VIEWER).get(url(other, "/fires")).json()["count"] == 1

@@ -12,15 +12,14 @@ from django.utils import formats, timezone
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
 from accounts.tests.factories import UserFactory
-from agents.models import Agent
-from agents.services import agent_save
 from projects.tests.factories import ProjectFactory
-from runs import schedules
-from runs.choices import FireOutcome, OverlapPolicy, Trigger
-from runs.models import Run, Schedule, ScheduleFire
-from workflows.services import workflow_create
+from runs.choices import Trigger
+from runs.models import Run
+from schedules import services
+from schedules.choices import FireOutcome, OverlapPolicy
+from schedules.models import Schedule, ScheduleFire
+from schedules.tests.factories import published_workflow
 
-INPUT_SCHEMA = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 # The inline prefix of the fire ledger on the change form.
@@ -51,21 +50,12 @@ def project(db):
 
 @pytest.fixture
 def workflow(project):
-    agent_save(agent=Agent(project=project, slug="echo", name="Echo", provider="echo", model="echo-1"))
-    return workflow_create(
-        project=project,
-        user=None,
-        name="Digest",
-        slug="digest",
-        definition={"steps": [{"key": "say", "kind": "agent", "agent": "echo", "prompt": "{{ inputs.topic }}"}]},
-        input_schema=INPUT_SCHEMA,
-        publish=True,
-    )
+    return published_workflow(project)
 
 
 def make_schedule(workflow, name: str = "Hourly digest", **fields) -> Schedule:
     values = {"cron": "0 * * * *", "timezone": "UTC", "inputs": {"topic": "news"}} | fields
-    return schedules.schedule_save(schedule=Schedule(project=workflow.project, workflow=workflow, name=name, **values))
+    return services.schedule_save(schedule=Schedule(project=workflow.project, workflow=workflow, name=name, **values))
 
 
 def task_of(schedule: Schedule) -> PeriodicTask | None:
@@ -97,7 +87,7 @@ def form_data(workflow, **fields) -> dict:
 
 def act(admin_client, action: str, *selected: Schedule):
     return admin_client.post(
-        reverse("admin:runs_schedule_changelist"),
+        reverse("admin:schedules_schedule_changelist"),
         {"action": action, "_selected_action": [str(s.pk) for s in selected]},
         follow=True,
     )
@@ -118,9 +108,9 @@ def shown(moment: datetime) -> str:
 def test_the_changelist_shows_each_schedules_next_fire(admin_client, workflow):
     schedule = make_schedule(workflow)
     paused = make_schedule(workflow, name="Paused one", cron="0 9 * * *")
-    schedules.schedule_set_enabled(schedule=paused, enabled=False)
+    services.schedule_set_enabled(schedule=paused, enabled=False)
 
-    response = admin_client.get(reverse("admin:runs_schedule_changelist"))
+    response = admin_client.get(reverse("admin:schedules_schedule_changelist"))
 
     assert response.status_code == 200
     rows = {s.name: s for s in response.context["cl"].result_list}
@@ -134,8 +124,8 @@ def test_the_changelist_shows_each_schedules_next_fire(admin_client, workflow):
 def test_the_changelist_searches_by_name_and_filters_by_enabled(admin_client, workflow):
     make_schedule(workflow)
     paused = make_schedule(workflow, name="Weekly", cron="0 9 * * mon")
-    schedules.schedule_set_enabled(schedule=paused, enabled=False)
-    url = reverse("admin:runs_schedule_changelist")
+    services.schedule_set_enabled(schedule=paused, enabled=False)
+    url = reverse("admin:schedules_schedule_changelist")
     assert [s.name for s in admin_client.get(url, {"q": "weekly"}).context["cl"].result_list] == ["Weekly"]
     assert [s.name for s in admin_client.get(url, {"enabled__exact": "1"}).context["cl"].result_list] == [
         "Hourly digest"
@@ -145,10 +135,10 @@ def test_the_changelist_searches_by_name_and_filters_by_enabled(admin_client, wo
 def test_the_change_page_shows_the_fire_ledger_inline(admin_client, workflow):
     schedule = make_schedule(workflow)
     first = schedule.next_fire_at
-    schedules.fire(schedule_id=schedule.pk, now=first + timedelta(seconds=1))
-    schedules.fire(schedule_id=schedule.pk, now=first + 3 * HOUR + timedelta(minutes=5))
+    services.fire(schedule_id=schedule.pk, now=first + timedelta(seconds=1))
+    services.fire(schedule_id=schedule.pk, now=first + 3 * HOUR + timedelta(minutes=5))
 
-    response = admin_client.get(reverse("admin:runs_schedule_change", args=[schedule.pk]))
+    response = admin_client.get(reverse("admin:schedules_schedule_change", args=[schedule.pk]))
 
     assert response.status_code == 200
     inline = next(f for f in response.context["inline_admin_formsets"] if f.formset.model is ScheduleFire)
@@ -167,10 +157,10 @@ def test_the_change_page_shows_the_fire_ledger_inline(admin_client, workflow):
 def test_the_change_page_shows_only_the_newest_fires_of_a_busy_schedule(admin_client, workflow):
     schedule = make_schedule(workflow, cron="* * * * *")
     first = schedule.next_fire_at
-    schedules.fire(schedule_id=schedule.pk, now=first + timedelta(minutes=120))
+    services.fire(schedule_id=schedule.pk, now=first + timedelta(minutes=120))
     assert schedule.fires.count() == 121
 
-    response = admin_client.get(reverse("admin:runs_schedule_change", args=[schedule.pk]))
+    response = admin_client.get(reverse("admin:schedules_schedule_change", args=[schedule.pk]))
 
     inline = next(f for f in response.context["inline_admin_formsets"] if f.formset.model is ScheduleFire)
     nominal = [form.instance.nominal_time for form in inline.formset.forms]
@@ -181,14 +171,14 @@ def test_the_change_page_shows_only_the_newest_fires_of_a_busy_schedule(admin_cl
 
 def test_a_busy_schedule_still_saves_from_its_change_page(admin_client, workflow):
     schedule = make_schedule(workflow, cron="* * * * *")
-    schedules.fire(schedule_id=schedule.pk, now=schedule.next_fire_at + timedelta(minutes=80))
+    services.fire(schedule_id=schedule.pk, now=schedule.next_fire_at + timedelta(minutes=80))
     newest = list(schedule.fires.order_by("-nominal_time").values_list("pk", flat=True)[:50])
     shown_rows = {f"fires-{i}-id": str(pk) for i, pk in enumerate(newest)}
     shown_rows |= {f"fires-{i}-schedule": str(schedule.pk) for i in range(len(newest))}
     management = {"fires-TOTAL_FORMS": "50", "fires-INITIAL_FORMS": "50", "fires-MAX_NUM_FORMS": "0"}
 
     response = admin_client.post(
-        reverse("admin:runs_schedule_change", args=[schedule.pk]),
+        reverse("admin:schedules_schedule_change", args=[schedule.pk]),
         form_data(workflow, name="Busy", cron="*/5 * * * *") | management | shown_rows,
     )
 
@@ -198,14 +188,14 @@ def test_a_busy_schedule_still_saves_from_its_change_page(admin_client, workflow
 
 
 def test_the_add_form_opens(admin_client, workflow):
-    assert admin_client.get(reverse("admin:runs_schedule_add")).status_code == 200
+    assert admin_client.get(reverse("admin:schedules_schedule_add")).status_code == 200
 
 
 # ------------------------------------------------------------------------------
 # Forms go through the service
 # ------------------------------------------------------------------------------
 def test_adding_a_schedule_creates_its_periodic_task(admin_client, workflow, superuser):
-    response = admin_client.post(reverse("admin:runs_schedule_add"), form_data(workflow))
+    response = admin_client.post(reverse("admin:schedules_schedule_add"), form_data(workflow))
 
     assert response.status_code == 302, response.context["adminform"].form.errors
     schedule = Schedule.objects.get()
@@ -220,7 +210,7 @@ def test_adding_a_schedule_creates_its_periodic_task(admin_client, workflow, sup
 
 
 def test_a_bad_cron_in_the_form_shows_an_error_and_saves_nothing(admin_client, workflow):
-    response = admin_client.post(reverse("admin:runs_schedule_add"), form_data(workflow, cron="61 9 * * *"))
+    response = admin_client.post(reverse("admin:schedules_schedule_add"), form_data(workflow, cron="61 9 * * *"))
 
     assert response.status_code == 200
     form = response.context["adminform"].form
@@ -239,7 +229,7 @@ def test_a_bad_cron_in_the_form_shows_an_error_and_saves_nothing(admin_client, w
     ],
 )
 def test_the_form_runs_the_same_checks_as_the_api(admin_client, workflow, fields, field, message):
-    response = admin_client.post(reverse("admin:runs_schedule_add"), form_data(workflow, **fields))
+    response = admin_client.post(reverse("admin:schedules_schedule_add"), form_data(workflow, **fields))
     assert response.status_code == 200
     assert message in " ".join(response.context["adminform"].form.errors[field])
     assert not Schedule.objects.exists()
@@ -247,7 +237,7 @@ def test_the_form_runs_the_same_checks_as_the_api(admin_client, workflow, fields
 
 def test_editing_in_the_admin_moves_the_task(admin_client, workflow):
     schedule = make_schedule(workflow)
-    url = reverse("admin:runs_schedule_change", args=[schedule.pk])
+    url = reverse("admin:schedules_schedule_change", args=[schedule.pk])
 
     response = admin_client.post(url, form_data(workflow, name="Hourly digest", cron="30 18 * * fri"))
 
@@ -260,7 +250,7 @@ def test_editing_in_the_admin_moves_the_task(admin_client, workflow):
 
 def test_deleting_in_the_admin_removes_the_task(admin_client, workflow):
     schedule = make_schedule(workflow)
-    response = admin_client.post(reverse("admin:runs_schedule_delete", args=[schedule.pk]), {"post": "yes"})
+    response = admin_client.post(reverse("admin:schedules_schedule_delete", args=[schedule.pk]), {"post": "yes"})
     assert response.status_code == 302
     assert not Schedule.objects.exists()
     assert task_of(schedule) is None
@@ -269,7 +259,7 @@ def test_deleting_in_the_admin_removes_the_task(admin_client, workflow):
 def test_bulk_deleting_in_the_admin_removes_every_task(admin_client, workflow):
     picked = [make_schedule(workflow, name=f"S{n}") for n in range(2)]
     response = admin_client.post(
-        reverse("admin:runs_schedule_changelist"),
+        reverse("admin:schedules_schedule_changelist"),
         {"action": "delete_selected", "_selected_action": [str(s.pk) for s in picked], "post": "yes"},
     )
     assert response.status_code == 302

@@ -1,0 +1,72 @@
+from rest_framework import serializers
+
+from sparkops.api.viewsets import ProjectField, ScopedRelatedField
+from workflows.models import Workflow, WorkflowVersion
+
+from .. import cron
+from ..choices import CatchupPolicy, OverlapPolicy
+from ..models import Schedule, ScheduleFire
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    project = ProjectField()
+    workflow = ScopedRelatedField(queryset=Workflow.objects.all(), pk_field=serializers.UUIDField())
+    version = ScopedRelatedField(
+        queryset=WorkflowVersion.objects.all(), project_path="workflow__project", required=False, allow_null=True
+    )
+    overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP)
+    catchup_policy = serializers.ChoiceField(choices=CatchupPolicy.choices, default=CatchupPolicy.SKIP_MISSED)
+    description = serializers.SerializerMethodField(
+        help_text='The cron in words, e.g. "At 09:00, Monday through Friday".'
+    )
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "id",
+            "project",
+            "workflow",
+            "version",
+            "name",
+            "cron",
+            "description",
+            "timezone",
+            "inputs",
+            "enabled",
+            "overlap_policy",
+            "max_active",
+            "catchup_policy",
+            "catchup_window_seconds",
+            "auto_pause_after",
+            "jitter_seconds",
+            "paused_reason",
+            "last_fire_at",
+            "next_fire_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id",
+            "paused_reason",
+            "last_fire_at",
+            "next_fire_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_description(self, schedule: Schedule) -> str:
+        return cron.describe(schedule.cron)
+
+
+class ScheduleFireSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScheduleFire
+        fields = ["id", "nominal_time", "outcome", "reason", "manual", "run", "created_at"]
+        read_only_fields = fields
+
+
+class PreviewSerializer(serializers.Serializer):
+    timezone = serializers.CharField()
+    fires = serializers.ListField(child=serializers.DictField(), help_text='[{"local": "...", "utc": "..."}]')
