@@ -14,15 +14,16 @@ from accounts.models import User
 from projects.services import project_require_writable
 from sparkops.lib.errors import Refused
 from sparkops.roles import Role
-from workflows import dag
 from workflows import services as workflow_services
+from workflows.definition import spec_of
+from workflows.kinds.approval import DEFAULT_APPROVER_ROLE
 from workflows.models import Workflow, WorkflowVersion
 from workflows.selectors import latest_published_version
 
 from . import admission
 from .choices import RUN_ACTIVE, Decision, EventType, RunStatus, StepStatus, Trigger
 from .engine import dispatch
-from .engine.core import DISPATCH_GRACE, spec_of
+from .engine.core import DISPATCH_GRACE
 from .engine.transitions import TransitionRefused, emit, move_run, move_step, require_run_status
 from .models import Approval, Run, RunStep
 
@@ -249,7 +250,7 @@ def approver_role(run: Run, key: str, step: RunStep | None = None) -> str:
     if step is not None and step.hold:
         named = step.hold.get("role") or Role.ADMIN
     else:
-        named = spec_of(run.workflow_version.definition, key).get("role", dag.DEFAULT_APPROVER_ROLE)
+        named = spec_of(run.workflow_version.definition, key).get("role", DEFAULT_APPROVER_ROLE)
     return named if Role.at_least(named, MIN_APPROVER_ROLE) else MIN_APPROVER_ROLE
 
 

@@ -4,7 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.forms.fields import InvalidJSONInput
 
-from . import dag, selectors, services
+from . import selectors, services, validation
+from .definition import same_json
 from .models import Workflow, WorkflowVersion
 
 
@@ -68,13 +69,13 @@ class WorkflowAdminForm(forms.ModelForm):
         if project is None or self.errors:
             return cleaned
         content = self.content()
-        if self.latest is None or not dag.same_json(content, _content_of(self.latest)):
+        if self.latest is None or not same_json(content, _content_of(self.latest)):
             self._add_definition_errors(services.definition_errors(project_id=project.pk, **content))
         return cleaned
 
     def _add_definition_errors(self, errors: dict) -> None:
         for field, nested in errors.items():
-            for message in dag.flat_messages(nested):
+            for message in validation.flat_messages(nested):
                 self.add_error(field, message)
 
 

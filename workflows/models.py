@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from . import dag
+from .definition import same_json
 
 PUBLISHED_IS_FINAL = "Version {number} is published; its definition and input schema can no longer change."
 
@@ -105,5 +105,5 @@ class WorkflowVersion(models.Model):
         stored = WorkflowVersion.objects.filter(pk=self.pk, published=True).values("definition", "input_schema")
         stored = stored.first()
         mine = {"definition": self.definition, "input_schema": self.input_schema}
-        if stored and not dag.same_json(stored, mine):
+        if stored and not same_json(stored, mine):
             raise ValidationError(PUBLISHED_IS_FINAL.format(number=self.number))

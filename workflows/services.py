@@ -12,7 +12,8 @@ from accounts.models import User
 from agents.selectors import catalog_for_project
 from projects.models import Project
 
-from . import dag
+from . import validation
+from .definition import same_json
 from .models import Workflow, WorkflowVersion
 
 SLUG_TAKEN = "A workflow with this slug already exists in the project."
@@ -27,7 +28,7 @@ class WorkflowInvalid(ValidationError):
 
     def __init__(self, errors: dict):
         self.errors = errors
-        super().__init__({field: dag.flat_messages(nested) for field, nested in errors.items()})
+        super().__init__({field: validation.flat_messages(nested) for field, nested in errors.items()})
 
 
 # ------------------------------------------------------------------------------
@@ -35,7 +36,7 @@ class WorkflowInvalid(ValidationError):
 # ------------------------------------------------------------------------------
 def definition_errors(*, project_id: Any, definition: Any, input_schema: Any) -> dict:
     """What is wrong with a definition and input schema in this project's catalog; {} if nothing."""
-    return dag.validate(definition, input_schema, catalog_for_project(project_id))
+    return validation.validate(definition, input_schema, catalog_for_project(project_id))
 
 
 def slug_taken(*, project_id: Any, slug: str, workflow_id: Any = None) -> bool:
@@ -141,7 +142,7 @@ def _next_content(latest: WorkflowVersion | None, definition: Any, input_schema:
         "input_schema": latest.input_schema if input_schema is None else input_schema,
     }
     current = {"definition": latest.definition, "input_schema": latest.input_schema}
-    return None if dag.same_json(content, current) else content
+    return None if same_json(content, current) else content
 
 
 def workflow_delete(*, workflow: Workflow) -> None:

@@ -75,6 +75,7 @@ class StepContext:
     spec: dict
     outputs: dict[str, Any]
     deadline: float
+    #: Steps this attempt rules out (a condition's untaken branch): skipped when it succeeds.
     untaken: list[str] = field(default_factory=list)
     #: Events not yet written; they go out with the next write, in one statement.
     pending: list[tuple] = field(default_factory=list)

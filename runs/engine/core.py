@@ -18,14 +18,14 @@ from django.utils import timezone
 
 from policies import services as policy_services
 from workflows import dag, templating
+from workflows.definition import spec_of
 
 from .. import admission
 from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
-from . import dispatch
+from . import dispatch, kinds
 from .context import StepCancelled, StepContext, StepFailed, StepHeld, recorded_fields
 from .durability import durably
-from .kinds import agent, condition, tool
 from .transitions import emit_many, insert_events, move_run, move_step, reserve_sequences
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ STALE_RUN = timedelta(seconds=30)
 # a step's outcome and the advance). Short: such a run is stranded for sure, the wait only spares
 # an extra advance of a run whose worker is advancing it at this very moment.
 STRANDED_RUN = timedelta(seconds=5)
-
-
-def spec_of(definition: dict, key: str) -> dict:
-    return next(step for step in definition["steps"] if step["key"] == key)
 
 
 # ------------------------------------------------------------------------------
@@ -251,28 +247,18 @@ def _cancelling(step: RunStep):
 
 
 def _run(step: RunStep, run: Run) -> None:
-    definition = run.workflow_version.definition
-    spec = spec_of(definition, step.key)
-    if step.kind == "approval":
-        move = partial(
-            move_step,
-            step,
-            [StepStatus.RUNNING],
-            StepStatus.WAITING_APPROVAL,
-            EventType.STEP_WAITING_APPROVAL,
-            payload={"role": spec.get("role", dag.DEFAULT_APPROVER_ROLE)},
-            if_attempt=step.attempt,
-            lease_expires_at=None,
-        )
-        _write_outcome(step, None, "waiting_approval", move)
-        return
+    spec = spec_of(run.workflow_version.definition, step.key)
     outputs = _outputs_for(run, spec)
     timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     # Counted from the claim, like the lease, so the lease always outlasts the step's last call.
     elapsed = (timezone.now() - step.started_at).total_seconds()
     ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout - elapsed)
     try:
-        output = _perform(ctx, definition)
+        kind = kinds.get(step.kind)
+        if kind.parks:
+            _park(step, ctx, kind.run(ctx))
+            return
+        output = kind.run(ctx)
     except StepCancelled:
         _write_outcome(step, ctx, "cancelled", _cancelling(step))
     except StepHeld as held:
@@ -281,6 +267,21 @@ def _run(step: RunStep, run: Run) -> None:
         _fail_step(step, failure, spec, ctx)
     else:
         _succeed(step, output, ctx)
+
+
+def _park(step: RunStep, ctx: StepContext, payload: dict) -> None:
+    """A parking kind's step (an approval gate) waits for a person's decision, which settles it."""
+    move = partial(
+        move_step,
+        step,
+        [StepStatus.RUNNING],
+        StepStatus.WAITING_APPROVAL,
+        EventType.STEP_WAITING_APPROVAL,
+        payload=payload,
+        if_attempt=step.attempt,
+        lease_expires_at=None,
+    )
+    _write_outcome(step, ctx, "waiting_approval", move)
 
 
 def _hold(step: RunStep, ctx: StepContext, hold: dict) -> None:
@@ -304,16 +305,6 @@ def _outputs_for(run: Run, spec: dict) -> dict[str, Any]:
     if templating.STEPS not in json.dumps(spec):
         return {}
     return dict(RunStep.objects.filter(run=run, status=StepStatus.SUCCEEDED).values_list("key", "output"))
-
-
-def _perform(ctx: StepContext, definition: dict) -> Any:
-    if ctx.step.kind == "agent":
-        return agent.run(ctx)
-    if ctx.step.kind == "tool":
-        return tool.run(ctx)
-    if ctx.step.kind == "condition":
-        return condition.run(ctx, definition)
-    raise StepFailed(f"Unknown step kind {ctx.step.kind!r}.", permanent=True)
 
 
 def _refused(step: RunStep, outcome: str) -> tuple:

@@ -513,7 +513,8 @@ def test_deciding_needs_the_role_the_step_names(team, parked, who, verb):
 
 
 def test_a_step_may_name_the_developer_role_that_can_decide_it(team, catalog):
-    step_role = Role.DEVELOPER  # the lowest a gate may name: viewers only read (dag.APPROVER_ROLES)
+    # The lowest a gate may name: viewers only read (workflows.kinds.approval.APPROVER_ROLES).
+    step_role = Role.DEVELOPER
     run = start(make_workflow(catalog.project, approval_step("gate", role=step_role), slug="low"))
     RunStep.objects.filter(run=run, key="gate").update(status=StepStatus.WAITING_APPROVAL)
 

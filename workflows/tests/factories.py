@@ -17,6 +17,14 @@ def tool_step(key: str, tool: str = "search", **extra) -> dict:
     return {"key": key, "kind": "tool", "tool": tool, "input": {"q": "{{ inputs.topic }}"}, **extra}
 
 
+def approval_step(key: str, **extra) -> dict:
+    return {"key": key, "kind": "approval", **extra}
+
+
+def condition_step(key: str, **extra) -> dict:
+    return {"key": key, "kind": "condition", "left": "{{ inputs.topic }}", "op": "==", "right": "x", **extra}
+
+
 def definition(*steps: dict) -> dict:
     """A definition of the given steps; by default fetch (tool search) then summarize (agent writer)."""
     if not steps:
@@ -28,6 +36,8 @@ def definition(*steps: dict) -> dict:
 
 
 INPUT_SCHEMA = {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]}
+#: A project's agents and tools as validation reads them: slug -> usable.
+CATALOG = {"agents": {"writer": True, "retired": False}, "tools": {"search": True, "legacy": False}}
 
 
 class AgentFactory(factory.django.DjangoModelFactory):

@@ -23,6 +23,7 @@ from ..calls import (
 )
 from ..context import StepContext, StepFailed, StepTimedOut, save_input
 from ..durability import durably
+from .base import StepKind
 
 
 def run(ctx: StepContext) -> str:
@@ -132,3 +133,6 @@ def _tool_answer(ctx: StepContext, tool: Tool, arguments: dict) -> Any:
         raise  # the step is out of time: nothing to tell the model
     except StepFailed as exc:
         return {"error": str(exc)}
+
+
+KIND = StepKind("agent", run)

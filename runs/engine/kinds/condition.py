@@ -7,6 +7,7 @@ from typing import Any
 from workflows import dag
 
 from ..context import StepContext, StepFailed, save_input
+from .base import StepKind
 
 _COMPARE = {
     "==": operator.eq,
@@ -30,7 +31,7 @@ def _coerce(value: Any) -> Any:
     return value
 
 
-def run(ctx: StepContext, definition: dict) -> dict:
+def run(ctx: StepContext) -> dict:
     left = _coerce(ctx.render(ctx.spec["left"]) if isinstance(ctx.spec["left"], str) else ctx.spec["left"])
     right_raw = ctx.spec["right"]
     right = _coerce(ctx.render(right_raw) if isinstance(right_raw, str) else right_raw)
@@ -41,5 +42,8 @@ def run(ctx: StepContext, definition: dict) -> dict:
             f"Cannot compare {left!r} {ctx.spec['op']} {right!r}.", permanent=True, kind="ConditionError"
         ) from exc
     save_input(ctx, {"left": left, "op": ctx.spec["op"], "right": right})
-    ctx.untaken = dag.untaken_branch(definition, ctx.step.key, outcome)
+    ctx.untaken = dag.untaken_branch(ctx.run.workflow_version.definition, ctx.step.key, outcome)
     return {"result": outcome, "branch": "then" if outcome else "else"}
+
+
+KIND = StepKind("condition", run)

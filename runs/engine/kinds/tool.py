@@ -8,6 +8,7 @@ from workflows import templating
 
 from ..calls import call_tool, project_tool
 from ..context import StepContext, StepFailed, save_input
+from .base import StepKind
 
 
 def run(ctx: StepContext) -> Any:
@@ -19,3 +20,6 @@ def run(ctx: StepContext) -> Any:
     save_input(ctx, {"tool": tool.slug, "input": arguments}, tool=tool)
     ctx.check_cancel()
     return call_tool(ctx, tool, arguments)
+
+
+KIND = StepKind("tool", run)
