@@ -20,9 +20,8 @@ from workflows.kinds.approval import DEFAULT_APPROVER_ROLE
 from workflows.models import Workflow, WorkflowVersion
 from workflows.selectors import latest_published_version
 
-from . import admission
 from .choices import RUN_ACTIVE, Decision, EventType, RunStatus, StepStatus, Trigger
-from .engine import dispatch
+from .engine import admission, dispatch
 from .engine.core import DISPATCH_GRACE
 from .engine.transitions import TransitionRefused, emit, move_run, move_step, require_run_status
 from .models import Approval, Run, RunStep

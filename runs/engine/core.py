@@ -20,10 +20,9 @@ from policies import services as policy_services
 from workflows import dag, templating
 from workflows.definition import spec_of
 
-from .. import admission
 from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
-from . import dispatch, kinds
+from . import admission, dispatch, kinds
 from .context import StepCancelled, StepContext, StepFailed, StepHeld, recorded_fields
 from .durability import durably
 from .transitions import emit_many, insert_events, move_run, move_step, reserve_sequences

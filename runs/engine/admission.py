@@ -15,9 +15,9 @@ from policies.exceptions import PolicyRefused
 from policies.kinds.base import Admission, Contender
 from policies.models import Policy
 
-from .choices import EventType, RunStatus
-from .engine.transitions import emit
-from .models import Run
+from ..choices import EventType, RunStatus
+from ..models import Run
+from .transitions import emit
 
 SLOT_HOLDERS = (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL, RunStatus.CANCELLING)
 
