@@ -5,7 +5,6 @@ import hashlib
 import json
 from typing import Any
 
-import jsonschema
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -15,6 +14,7 @@ from projects.services import project_require_writable
 from sparkops.lib.errors import Refused
 from sparkops.roles import Role
 from workflows import services as workflow_services
+from workflows import validation
 from workflows.definition import spec_of
 from workflows.kinds.approval import DEFAULT_APPROVER_ROLE
 from workflows.models import Workflow, WorkflowVersion
@@ -29,11 +29,6 @@ from .models import Approval, Run, RunStep
 DEFAULT_ATTEMPTS = 3
 
 __all__ = ["TransitionRefused", "run_cancel", "run_retry", "run_start", "step_decide"]
-
-
-def input_errors(schema: dict, inputs: Any) -> list[str]:
-    validator = jsonschema.Draft202012Validator(schema or {"type": "object"})
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(inputs)'}: {e.message}" for e in validator.iter_errors(inputs)]
 
 
 class IdempotencyKeyReused(Refused):
@@ -111,7 +106,7 @@ def run_start(
     project_require_writable(project_id=workflow.project_id)
     version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
-    if problems := input_errors(version.input_schema, inputs):
+    if problems := validation.input_errors(version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     fields = {"title": title, "priority": priority, "task_agent": task_agent, "api_key": api_key}
     fields["request_fingerprint"] = fingerprint if idempotency_key else ""
@@ -195,7 +190,7 @@ def run_retry(
         return existing, False
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
     project_require_writable(project_id=run.project_id)
-    if problems := input_errors(run.workflow_version.input_schema, inputs):
+    if problems := validation.input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so
     # nothing would mark its untaken branch, and the planner would start it once the condition

@@ -21,7 +21,8 @@ from policies.exceptions import PolicyRefused
 from projects.services import ProjectArchived
 from runs.choices import RUN_ACTIVE, RunStatus, Trigger
 from runs.models import Run
-from runs.services import input_errors, run_start
+from runs.services import run_start
+from workflows import validation
 from workflows.selectors import latest_published_version
 
 from . import cron
@@ -59,7 +60,7 @@ def schedule_errors(schedule: Schedule) -> dict[str, list[str]]:
     runnable = version or latest_published_version(schedule.workflow)
     if runnable is None:
         errors.setdefault("workflow", []).append("The workflow has no published version to run.")
-    elif problems := input_errors(runnable.input_schema, schedule.inputs):
+    elif problems := validation.input_errors(runnable.input_schema, schedule.inputs):
         errors["inputs"] = problems
     if schedule.jitter_seconds > MAX_JITTER_SECONDS:
         errors["jitter_seconds"] = [f"At most {MAX_JITTER_SECONDS} seconds."]

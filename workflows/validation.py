@@ -46,6 +46,13 @@ def validate(definition: Any, input_schema: Any, catalog: Catalog) -> dict:
     return errors
 
 
+def input_errors(schema: Any, inputs: Any) -> list[str]:
+    """What is wrong with a run's ``inputs`` under its version's input schema (starting, retrying or
+    scheduling a run all ask)."""
+    validator = Draft202012Validator(schema or {"type": "object"})
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(inputs)'}: {e.message}" for e in validator.iter_errors(inputs)]
+
+
 def input_schema_errors(schema: Any) -> list[str]:
     if not isinstance(schema, dict):
         return ['Must be a JSON Schema object, e.g. {"type": "object", "properties": {"topic": {"type": "string"}}}.']
