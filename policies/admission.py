@@ -1,7 +1,7 @@
 """Run-level policies: may a run start now (rate limits, exhausted budgets), and may a queued run
 take a slot (concurrency limits). The kinds judged at each stage are the registry's
 (policies/kinds/). What a judge needs to know about runs comes in the question, built by runs
-(runs/admission.py, which also moves the run and logs its events); the decisions are written
+(runs/engine/admission.py, which also moves the run and logs its events); the decisions are written
 here. Call-level policies are in services.call_verdict."""
 
 from collections.abc import Callable
