@@ -200,6 +200,7 @@ class WorkflowRunViewSet(ProjectScopedGenericViewSet):
     """``POST /workflows/{id}/run``: the shortcut for starting a run of one workflow."""
 
     queryset = Workflow.objects.all()
+    serializer_class = RunFromWorkflowSerializer  # the request body (OPTIONS describes it)
     lookup_value_regex = UUID_PATTERN
 
     @extend_schema(
@@ -212,7 +213,7 @@ class WorkflowRunViewSet(ProjectScopedGenericViewSet):
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
         workflow = self.get_object()
-        payload = RunFromWorkflowSerializer(data=request.data)
+        payload = self.get_serializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         version = version_of(workflow, data["version"]) if "version" in data else None
@@ -235,6 +236,7 @@ class AgentStartTaskViewSet(ProjectScopedGenericViewSet):
     """``POST /agents/{id}/start-task``: a one-step run of one agent, for task-board frontends."""
 
     queryset = Agent.objects.all()
+    serializer_class = StartTaskSerializer  # the request body (OPTIONS describes it)
     lookup_value_regex = UUID_PATTERN
 
     @extend_schema(
@@ -247,7 +249,7 @@ class AgentStartTaskViewSet(ProjectScopedGenericViewSet):
     @action(detail=True, methods=["post"], url_path="start-task")
     def start_task(self, request, pk=None):
         agent = self.get_object()
-        payload = StartTaskSerializer(data=request.data)
+        payload = self.get_serializer(data=request.data)
         payload.is_valid(raise_exception=True)
         run, created = services.task_start(
             agent=agent,
