@@ -53,6 +53,16 @@ def echo_agent(project, slug: str, tools: list[Tool] | None = None, **fields) ->
     return agent_services.agent_save(agent=agent, tool_list=tools or [])
 
 
+def stocked(project):
+    """``project`` with the echo price, a read-only calc tool and two echo agents (writer, and
+    helper with the tool): what the policy tests run their workflows with."""
+    echo_price()
+    calc = tool(project)
+    echo_agent(project, "writer")
+    echo_agent(project, "helper", [calc])
+    return project
+
+
 def openai_agent(project, base_url: str, slug: str = "remote", tools: list[Tool] | None = None, **fields) -> Agent:
     """An agent speaking the OpenAI wire format to ``base_url`` (a local ProviderServer)."""
     credential = ProviderCredential(project=project, name=f"{slug} key", provider="openai", base_url=base_url)

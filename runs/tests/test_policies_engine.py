@@ -34,6 +34,7 @@ from runs.tests.factories import (
     start,
     statuses,
     step_of,
+    stocked,
     tool,
     tool_step,
 )
@@ -51,11 +52,7 @@ BLOCK, WARN, ASK = PolicyAction.BLOCK, PolicyAction.WARN, PolicyAction.REQUIRE_A
 @pytest.fixture
 def project(engine, team):
     """The team's project with the echo price, a read-only calc tool and two echo agents."""
-    echo_price()
-    calc = tool(team.project)
-    echo_agent(team.project, "writer")
-    echo_agent(team.project, "helper", [calc])
-    return team.project
+    return stocked(team.project)
 
 
 @pytest.fixture

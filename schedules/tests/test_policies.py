@@ -9,7 +9,7 @@ from policies.choices import Outcome, PolicyKind, Stage
 from policies.models import PolicyDecision
 from policies.tests.factories import SpendEntryFactory
 from runs.models import Run
-from runs.tests.factories import echo_agent, echo_price, start, tool
+from runs.tests.factories import start, stocked
 from runs.tests.test_policies_engine import USD, budget, decisions, make_policy, one_step
 from schedules import services as schedule_services
 from schedules.choices import FireOutcome, OverlapPolicy
@@ -19,11 +19,7 @@ from schedules.models import Schedule
 @pytest.fixture
 def project(engine, team):
     """The team's project with the echo price, a read-only calc tool and two echo agents."""
-    echo_price()
-    calc = tool(team.project)
-    echo_agent(team.project, "writer")
-    echo_agent(team.project, "helper", [calc])
-    return team.project
+    return stocked(team.project)
 
 
 def test_a_schedule_fire_refused_by_a_policy_is_recorded_as_blocked(team, project):
