@@ -270,6 +270,15 @@ def _run(step: RunStep, run: Run) -> None:
 
 def _park(step: RunStep, ctx: StepContext, payload: dict) -> None:
     """A parking kind's step (an approval gate) waits for a person's decision, which settles it."""
+    _wait_for_decision(step, ctx, payload)
+
+
+def _hold(step: RunStep, ctx: StepContext, hold: dict) -> None:
+    """A policy held a call: the step waits for approval, keeping what the attempt learned."""
+    _wait_for_decision(step, ctx, hold, hold=hold, **recorded_fields(step))
+
+
+def _wait_for_decision(step: RunStep, ctx: StepContext, payload: dict, **fields) -> None:
     move = partial(
         move_step,
         step,
@@ -279,22 +288,7 @@ def _park(step: RunStep, ctx: StepContext, payload: dict) -> None:
         payload=payload,
         if_attempt=step.attempt,
         lease_expires_at=None,
-    )
-    _write_outcome(step, ctx, "waiting_approval", move)
-
-
-def _hold(step: RunStep, ctx: StepContext, hold: dict) -> None:
-    move = partial(
-        move_step,
-        step,
-        [StepStatus.RUNNING],
-        StepStatus.WAITING_APPROVAL,
-        EventType.STEP_WAITING_APPROVAL,
-        payload=hold,
-        if_attempt=step.attempt,
-        hold=hold,
-        lease_expires_at=None,
-        **recorded_fields(step),
+        **fields,
     )
     _write_outcome(step, ctx, "waiting_approval", move)
 
