@@ -8,6 +8,7 @@ from sparkops.lib.errors import Conflict
 
 from ..choices import RUN_TRANSITIONS, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
+from ..signals import events_written
 
 
 class TransitionRefused(Conflict):
@@ -43,7 +44,9 @@ def insert_events(run_id, last: int, events: list[tuple[str, RunStep | None, dic
         RunEvent(run_id=run_id, step=step, sequence=first + n, type=type_, payload=payload or {})
         for n, (type_, step, payload) in enumerate(events)
     ]
-    return RunEvent.objects.bulk_create(rows)
+    written = RunEvent.objects.bulk_create(rows)
+    events_written.send(sender=RunEvent, run_id=run_id, events=written)
+    return written
 
 
 def emit(run_id, type_: str, *, step: RunStep | None = None, payload: dict | None = None) -> RunEvent:

@@ -70,6 +70,7 @@ LOCAL_APPS = [
     "policies",
     "runs",
     "schedules",
+    "notices",
     "telemetry",
 ]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
