@@ -25,3 +25,27 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} #{self.pk}"
+
+
+class BudgetCrossing(models.Model):
+    """A budget crossed 50, 80 or 100% of its amount in one window of one project: the claim that
+    makes its ``budget.threshold`` notice go out once. Two workers reserving at once both see the
+    budget past 80%; the unique constraint lets only the first one's row (and notice) commit."""
+
+    policy = models.ForeignKey("policies.Policy", on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="+")
+    window_start = models.DateTimeField(help_text="Start of the budget window the crossing happened in.")
+    percent = models.PositiveSmallIntegerField(help_text="The threshold crossed, e.g. 80.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "project", "window_start", "percent"],
+                name="notices_budget_crossing_once_per_window",
+                violation_error_message="This threshold was already reported for this window.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy_id} {self.percent}% from {self.window_start:%Y-%m-%d}"

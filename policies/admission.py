@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from . import kinds
@@ -17,6 +18,7 @@ from .kinds.base import Admission, Contender, Slot
 from .models import Policy, PolicyDecision
 from .selectors import policies_for
 from .services import decision_record, lock_scopes
+from .signals import admission_refused
 
 
 @dataclass
@@ -61,9 +63,15 @@ def refusal_record(*, project_id, refusal: PolicyRefused) -> None:
         created_at__gte=timezone.now() - REFUSAL_RECORD_INTERVAL,
     )
     if not recent.exists():
-        admission_decision_record(
-            project_id=project_id, run_id=None, policy=refusal.policy, outcome=Outcome.BLOCKED, reason=refusal.reason
-        )
+        with transaction.atomic():
+            admission_decision_record(
+                project_id=project_id,
+                run_id=None,
+                policy=refusal.policy,
+                outcome=Outcome.BLOCKED,
+                reason=refusal.reason,
+            )
+            admission_refused.send(sender=Policy, project_id=project_id, policy=refusal.policy, reason=refusal.reason)
 
 
 def admission_decision_record(*, project_id, run_id, policy: Policy, outcome: str, reason: str) -> None:

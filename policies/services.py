@@ -25,6 +25,7 @@ from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
 from .kinds.base import Call
 from .models import ZERO, Policy, PolicyDecision, SpendEntry
 from .selectors import policies_for
+from .signals import spend_reserved
 
 
 def policy_save(*, policy: Policy) -> Policy:
@@ -220,6 +221,9 @@ def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
         verdict = _judge(call, hits, verdict)
         if verdict.allowed:
             verdict.entry_id = _open_entry(call).pk
+            budgets = [p for p in policies if p.kind == PolicyKind.BUDGET]
+            if budgets:
+                spend_reserved.send(sender=SpendEntry, project_id=call.project_id, budgets=budgets)
     return verdict
 
 

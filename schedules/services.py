@@ -28,6 +28,7 @@ from workflows.selectors import latest_published_version
 from . import cron
 from .choices import CatchupPolicy, FireOutcome, OverlapPolicy
 from .models import Schedule, ScheduleFire
+from .signals import paused
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ def schedule_save(*, schedule: Schedule) -> Schedule:
     schedule.next_fire_at = next_fire(schedule, timezone.now())
     schedule.save()
     _sync(schedule)
+    if was_enabled and not schedule.enabled:
+        paused.send(sender=Schedule, schedule=schedule, reason=schedule.paused_reason, automatic=False)
     return schedule
 
 
@@ -94,7 +97,10 @@ def schedule_delete(*, schedule: Schedule) -> None:
         _drop_if_unused(crontab)
 
 
-def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "") -> Schedule:
+@transaction.atomic
+def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "", automatic: bool = False) -> Schedule:
+    # The row's stored state, not the instance's: two pauses at once report one.
+    was_enabled = Schedule.objects.select_for_update().filter(pk=schedule.pk, enabled=True).exists()
     schedule.enabled = enabled
     schedule.paused_reason = "" if enabled else reason
     if enabled:
@@ -103,6 +109,8 @@ def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "")
     schedule.next_fire_at = next_fire(schedule, timezone.now())
     schedule.save(update_fields=["enabled", "paused_reason", "last_fire_at", "next_fire_at", "updated_at"])
     _sync(schedule)
+    if was_enabled and not enabled:
+        paused.send(sender=Schedule, schedule=schedule, reason=reason, automatic=automatic)
     return schedule
 
 
@@ -110,6 +118,7 @@ def schedules_set_enabled(*, queryset, enabled: bool) -> int:
     """Bulk pause or resume: one UPDATE each table, then one bump so beat reloads."""
     with transaction.atomic():
         ids = list(queryset.values_list("pk", flat=True))
+        pausing = [] if enabled else list(Schedule.objects.select_for_update().filter(pk__in=ids, enabled=True))
         now = timezone.now()
         changes = {"enabled": enabled, "updated_at": now, "paused_reason": ""}
         if enabled:
@@ -122,6 +131,8 @@ def schedules_set_enabled(*, queryset, enabled: bool) -> int:
         PeriodicTask.objects.filter(name__in=names).update(enabled=enabled)
         # QuerySet.update() skips PeriodicTask.save(): tell beat ourselves.
         PeriodicTasks.update_changed()
+        for schedule in pausing:
+            paused.send(sender=Schedule, schedule=schedule, reason="", automatic=False)
     return count
 
 
@@ -358,7 +369,7 @@ def _pause_reason(schedule: Schedule) -> str:
 
 
 def _pause(schedule: Schedule, reason: str) -> None:
-    schedule_set_enabled(schedule=schedule, enabled=False, reason=reason)
+    schedule_set_enabled(schedule=schedule, enabled=False, reason=reason, automatic=True)
 
 
 def _settle(fire: ScheduleFire, outcome: str, reason: str = "", run: Run | None = None) -> ScheduleFire:

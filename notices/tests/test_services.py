@@ -24,7 +24,7 @@ def test_a_notice_rolls_back_with_its_cause_and_receivers_hear_it_inside(team):
 
     published.connect(receiver)
     try:
-        with pytest.raises(_Boom), transaction.atomic():
+        with pytest.raises(_Boom), transaction.atomic():  # noqa: PT012 - the rollback is what is tested
             publish(team.project.pk, NoticeType.SCHEDULE_PAUSED, payload={"reason": "x"})
             raise _Boom
         assert Notice.objects.count() == 0

@@ -14,6 +14,7 @@ from policies.api.views import (
 from projects.api.views import MembershipViewSet, ProjectViewSet
 from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WorkflowRunViewSet
 from schedules.api.views import ScheduleViewSet
+from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 from workflows.api.views import WorkflowViewSet
 
 from .routers import router
@@ -39,6 +40,9 @@ router.register("policies", PolicyViewSet, basename="policy")
 router.register("policy-decisions", PolicyDecisionViewSet, basename="policy-decision")
 router.register("spend", SpendEntryViewSet, basename="spend-entry")
 router.register("budgets", BudgetViewSet, basename="budget")
+
+router.register("webhooks", EndpointViewSet, basename="webhook")
+router.register("webhook-deliveries", DeliveryViewSet, basename="webhook-delivery")
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),

@@ -71,6 +71,7 @@ LOCAL_APPS = [
     "runs",
     "schedules",
     "notices",
+    "webhooks",
     "telemetry",
 ]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
@@ -346,6 +347,9 @@ CELERY_BEAT_SCHEDULE = {
     "runs-reap": {"task": "runs.reap", "schedule": SPARKOPS_REAP_SECONDS},
     # Starts buffered fires whose schedule has no active run any more; as often as the reaper.
     "schedules-release-buffered": {"task": "schedules.release_buffered", "schedule": SPARKOPS_REAP_SECONDS},
+    # Sends webhook deliveries that are due and that no message woke a worker for (a lost
+    # enqueue, a worker killed mid-send, a retry's time come).
+    "webhooks-reap": {"task": "webhooks.reap", "schedule": SPARKOPS_REAP_SECONDS},
 }
 
 # ------------------------------------------------------------------------------
@@ -370,6 +374,22 @@ SPARKOPS_DEMO_PASSWORD = env.str("SPARKOPS_DEMO_PASSWORD", default="")
 # Networks exempt from the SSRF guard, e.g. "127.0.0.1/32" to reach a local model server in
 # development. Empty in production unless you mean it.
 SPARKOPS_HTTP_ALLOWED_NETWORKS = env.list("SPARKOPS_HTTP_ALLOWED_NETWORKS", default=[])
+
+# ------------------------------------------------------------------------------
+# Webhooks and notifications (webhooks/)
+# ------------------------------------------------------------------------------
+# The origin links in notices point at, e.g. "https://ops.example.com" (the admin's run page).
+SPARKOPS_BASE_URL = env.str("SPARKOPS_BASE_URL", default="http://localhost:8000")
+# An endpoint is disabled after this many failed attempts in a row (any deliveries), reason shown.
+SPARKOPS_WEBHOOK_DISABLE_AFTER = env.int("SPARKOPS_WEBHOOK_DISABLE_AFTER", default=20)
+SPARKOPS_WEBHOOK_TIMEOUT_SECONDS = env.float("SPARKOPS_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# A delivery being sent is claimed this long (past the timeout); if its worker dies mid-send, the
+# reaper sends it again once the claim has run out.
+SPARKOPS_WEBHOOK_CLAIM_SECONDS = env.float("SPARKOPS_WEBHOOK_CLAIM_SECONDS", default=60.0)
+# Email notifications: EMAIL_URL as django-environ reads it, e.g. "smtp+tls://user:pass@smtp.example.com:587";
+# locally the console backend prints each message in the worker's output.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Spark-Ops <noreply@localhost>")
 
 # ------------------------------------------------------------------------------
 # Secret encryption (sparkops/lib/crypto.py)

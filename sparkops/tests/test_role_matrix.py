@@ -27,6 +27,8 @@ from schedules import services as schedule_services
 from schedules.models import Schedule
 from sparkops.roles import Role
 from sparkops.testing import Team, client_for
+from webhooks import services as webhook_services
+from webhooks.models import Delivery, Endpoint
 
 OWNER, ADMIN, DEVELOPER, VIEWER = Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.VIEWER
 # Least first: an allowed call may change what the next caller finds (the owner deletes the project).
@@ -139,6 +141,25 @@ def schedule_body(team: Team) -> dict:
     wf = workflow(team)
     name = unique("daily")
     return {"project": pid(team), "workflow": str(wf.pk), "name": name, "cron": "0 9 * * *", "inputs": INPUTS}
+
+
+# A blocked address: a test message fails at once, recorded, without leaving the machine.
+HOOK_URL = "https://127.0.0.1:9/hook"
+
+
+def webhook_body(team: Team) -> dict:
+    return {"project": pid(team), "url": HOOK_URL, "event_types": ["run.failed"], "description": unique("pager")}
+
+
+def _webhook(t) -> str:
+    endpoint, _ = webhook_services.endpoint_create(endpoint=Endpoint(project=t.project, url=HOOK_URL))
+    return f"/webhooks/{endpoint.pk}"
+
+
+def _delivery(t) -> str:
+    endpoint, _ = webhook_services.endpoint_create(endpoint=Endpoint(project=t.project, url=HOOK_URL))
+    delivery = Delivery.objects.create(endpoint=endpoint, project=t.project, event_type="run.failed", status="failed")
+    return f"/webhook-deliveries/{delivery.pk}"
 
 
 def member(team: Team, role: str = DEVELOPER):
@@ -262,6 +283,14 @@ MATRIX: dict[tuple[str, str], Op] = {
     ("PUT", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), policy_body(t))),
     ("PATCH", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), {"enabled": False})),
     ("DELETE", "/policies/{id}"): Op(ADMIN, lambda t: (_policy(t), None)),
+    # webhooks: they send project data outside, so admins and owners only
+    ("POST", "/webhooks"): Op(ADMIN, lambda t: ("/webhooks", webhook_body(t))),
+    ("PUT", "/webhooks/{id}"): Op(ADMIN, lambda t: (_webhook(t), webhook_body(t))),
+    ("PATCH", "/webhooks/{id}"): Op(ADMIN, lambda t: (_webhook(t), {"enabled": False})),
+    ("DELETE", "/webhooks/{id}"): Op(ADMIN, lambda t: (_webhook(t), None)),
+    ("POST", "/webhooks/{id}/test"): Op(ADMIN, lambda t: (f"{_webhook(t)}/test", None)),
+    ("POST", "/webhooks/{id}/rotate-secret"): Op(ADMIN, lambda t: (f"{_webhook(t)}/rotate-secret", {})),
+    ("POST", "/webhook-deliveries/{id}/redeliver"): Op(ADMIN, lambda t: (f"{_delivery(t)}/redeliver", None)),
 }
 
 
@@ -374,6 +403,9 @@ ADMIN_ACTIONS = {
     ("schedules.schedule", "disable"): "schedules.change_schedule",
     ("schedules.schedule", "enable"): "schedules.change_schedule",
     ("schedules.schedule", "run_now"): "schedules.change_schedule",
+    ("webhooks.delivery", "delete_selected"): "webhooks.delete_delivery",
+    ("webhooks.delivery", "redeliver"): "webhooks.change_delivery",
+    ("webhooks.endpoint", "delete_selected"): "webhooks.delete_endpoint",
     ("workflows.workflow", "delete_selected"): "workflows.delete_workflow",
     ("workflows.workflowversion", "publish"): "workflows.change_workflowversion",
 }
@@ -390,7 +422,7 @@ def staff_with(*perms: str):
 
 
 #: Our apps; the admins of Django's auth, celery-beat and the token blacklist are theirs.
-OUR_APPS = {"accounts", "projects", "agents", "workflows", "policies", "runs", "schedules"}
+OUR_APPS = {"accounts", "projects", "agents", "workflows", "policies", "runs", "schedules", "webhooks"}
 
 
 def offered_actions(user) -> set[tuple[str, str]]:
