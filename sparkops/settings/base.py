@@ -252,6 +252,9 @@ SPECTACULAR_SETTINGS = {
         "StepStatusEnum": "runs.choices.StepStatus",
         "AgentStatusEnum": "agents.choices.AgentStatus",
         "HealthStatusEnum": "agents.choices.HealthStatus",
+        "EndpointKindEnum": "webhooks.choices.EndpointKind",
+        "DeliveryStatusEnum": "webhooks.choices.DeliveryStatus",
+        "NoticeTypeEnum": "notices.choices.NoticeType",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -5,11 +5,14 @@ Only admins and owners read or write them: an endpoint sends project data outsid
 
 from datetime import timedelta
 
+from django.db.models import Q
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from sparkops.api.access import project_roles
 from sparkops.api.pagination import CursorPagination
 from sparkops.api.viewsets import ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
 from sparkops.roles import Role
@@ -27,6 +30,17 @@ from .serializers import (
 )
 
 
+class AdminsList:
+    """A list shows only the projects where the caller may read these (admin and up); one object
+    of a project the caller is a lesser member of answers 403, as everywhere."""
+
+    def visible(self) -> Q:
+        if self.action != "list":
+            return super().visible()
+        roles = project_roles(self.request)
+        return Q(project_id__in=[pid for pid, role in roles.items() if Role.at_least(role, self.read_role)])
+
+
 @extend_schema_view(
     list=extend_schema(summary="List webhook and notification endpoints (admin)"),
     create=extend_schema(
@@ -38,7 +52,7 @@ from .serializers import (
     update=extend_schema(summary="Replace an endpoint (admin)"),
     destroy=extend_schema(summary="Delete an endpoint and its delivery log (admin)"),
 )
-class EndpointViewSet(ProjectScopedViewSet):
+class EndpointViewSet(AdminsList, ProjectScopedViewSet):
     queryset = Endpoint.objects.all()
     serializer_class = EndpointSerializer
     filterset_class = EndpointFilterSet
@@ -101,7 +115,7 @@ class EndpointViewSet(ProjectScopedViewSet):
     list=extend_schema(summary="Webhook and notification deliveries, with their attempts (admin)"),
     retrieve=extend_schema(summary="Get a delivery with its attempts (admin)"),
 )
-class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedGenericViewSet):
+class DeliveryViewSet(AdminsList, mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedGenericViewSet):
     queryset = Delivery.objects.prefetch_related("attempt_log")
     serializer_class = DeliverySerializer
     filterset_class = DeliveryFilterSet

@@ -25,8 +25,8 @@ class Received:
 
 
 class Receiver(LocalServer):
-    def __init__(self, statuses: tuple[int, ...] = (200,), delay: float = 0.0) -> None:
-        self.statuses, self.delay = list(statuses), delay
+    def __init__(self, statuses: tuple[int, ...] = (200,), delays: tuple[float, ...] = ()) -> None:
+        self.statuses, self.delays = list(statuses), list(delays)  # delays: per request, in order
         self.received: list[Received] = []
         self.arrived = threading.Event()
         self.serve(_handler(self))
@@ -46,8 +46,9 @@ def _handler(receiver: Receiver):
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             with receiver.lock:
                 receiver.received.append(Received(self.path, dict(self.headers), body))
+                delay = receiver.delays.pop(0) if receiver.delays else 0.0
             receiver.arrived.set()
-            time.sleep(receiver.delay)
+            time.sleep(delay)
             status = receiver.next_status()
             payload = b'{"ok": true}' if status < 300 else b"nope"
             self.send_response(status)
