@@ -6,7 +6,6 @@ Only admins and owners read or write them: an endpoint sends project data outsid
 from datetime import timedelta
 
 from django.db.models import Q
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins
 from rest_framework.decorators import action
