@@ -8,8 +8,10 @@ private, link-local (cloud metadata at 169.254.169.254), multicast and reserved 
 refused unless listed in ``SPARKOPS_HTTP_ALLOWED_NETWORKS`` (local development only).
 """
 
+import functools
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -148,10 +150,17 @@ class GuardedTransport(httpx.HTTPTransport):
         self._pool._network_backend = _GuardedBackend(deadline)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying context per process, as httpx would build it: loading the CA bundle takes
+    ~150 ms of CPU, which a context per request paid on every call (a webhook, a tool call)."""
+    return httpx.create_ssl_context()
+
+
 def _client(timeout: float, deadline: float) -> httpx.Client:
     # trust_env=False: proxies from the environment would connect on our behalf, unguarded.
     # Redirects are followed by hand below, so each hop's headers can be vetted.
-    transport = GuardedTransport(deadline=deadline)
+    transport = GuardedTransport(deadline=deadline, verify=_ssl_context())
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
 
 
