@@ -181,7 +181,7 @@ def _claim(delivery_id) -> Delivery | None:
     )
     if not claimed:
         return None
-    return Delivery.objects.select_related("endpoint", "notice").get(pk=delivery_id)
+    return Delivery.objects.select_related("endpoint", "notice").filter(pk=delivery_id).first()  # None: deleted
 
 
 def _send(delivery: Delivery) -> channels.Outcome:
@@ -196,7 +196,11 @@ def _send(delivery: Delivery) -> channels.Outcome:
 
 
 @transaction.atomic
-def _record(delivery: Delivery, outcome: channels.Outcome, error: str) -> DeliveryAttempt:
+def _record(delivery: Delivery, outcome: channels.Outcome, error: str) -> DeliveryAttempt | None:
+    # Locked: an endpoint deleted during the call takes its deliveries with it; the attempt is
+    # then dropped instead of failing on a row that no longer exists.
+    if not Delivery.objects.select_for_update().filter(pk=delivery.pk).exists():
+        return None
     attempt = DeliveryAttempt.objects.create(
         delivery=delivery,
         number=delivery.attempt_log.count() + 1,

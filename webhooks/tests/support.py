@@ -28,6 +28,7 @@ class Receiver(LocalServer):
     def __init__(self, statuses: tuple[int, ...] = (200,), delays: tuple[float, ...] = ()) -> None:
         self.statuses, self.delays = list(statuses), list(delays)  # delays: per request, in order
         self.received: list[Received] = []
+        self.on_request = None  # called (in the server's thread) as each request arrives
         self.arrived = threading.Event()
         self.serve(_handler(self))
 
@@ -48,6 +49,8 @@ def _handler(receiver: Receiver):
                 receiver.received.append(Received(self.path, dict(self.headers), body))
                 delay = receiver.delays.pop(0) if receiver.delays else 0.0
             receiver.arrived.set()
+            if receiver.on_request is not None:
+                receiver.on_request()
             time.sleep(delay)
             status = receiver.next_status()
             payload = b'{"ok": true}' if status < 300 else b"nope"

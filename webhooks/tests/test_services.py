@@ -293,3 +293,25 @@ def test_the_reaper_sends_what_is_due_and_leaves_what_is_not(team, receiver, eag
 
     assert [r.headers["webhook-id"] for r in receiver.received] == [str(due.pk)]
     assert Delivery.objects.get(pk=later.pk).status == DeliveryStatus.PENDING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_deleted_during_the_call_drops_the_attempt_quietly(team, local):
+    deleting = Receiver()
+    try:
+        endpoint, _ = make_endpoint(team.project, deleting.url)
+        delivery = notice(team.project).deliveries.get()
+        deleting.on_request = lambda: _delete_from_another_connection(endpoint)
+        assert services.delivery_attempt(delivery_id=delivery.pk) is None
+    finally:
+        deleting.stop()
+
+    assert len(deleting.received) == 1
+    assert not Delivery.objects.filter(pk=delivery.pk).exists()
+
+
+def _delete_from_another_connection(endpoint: Endpoint) -> None:
+    from django.db import connection
+
+    Endpoint.objects.filter(pk=endpoint.pk).delete()
+    connection.close()  # the server thread's own connection
