@@ -17,6 +17,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
+from audit.choices import Action
+from audit.services import audit_record
 from policies.exceptions import PolicyRefused
 from projects.services import ProjectArchived
 from runs.choices import RUN_ACTIVE, RunStatus, Trigger
@@ -115,9 +117,16 @@ def schedules_set_enabled(*, queryset, enabled: bool) -> int:
         if enabled:
             changes["last_fire_at"] = now
         count = Schedule.objects.filter(pk__in=ids).update(**changes)
-        for schedule in Schedule.objects.filter(pk__in=ids).only("pk", "cron", "timezone", "enabled"):
+        for schedule in Schedule.objects.filter(pk__in=ids).only(
+            "pk", "cron", "timezone", "enabled", "name", "project"
+        ):
             # next_fire_at is per schedule: None while paused, the next slot once resumed.
             Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=next_fire(schedule, now))
+            # update() sends no signal: the trail is written here.
+            action = Action.RESUME if enabled else Action.PAUSE
+            audit_record(
+                action=action, obj=schedule, project_id=schedule.project_id, changes={"enabled": [not enabled, enabled]}
+            )
         names = [f"{TASK_PREFIX}{pk}" for pk in ids]
         PeriodicTask.objects.filter(name__in=names).update(enabled=enabled)
         # QuerySet.update() skips PeriodicTask.save(): tell beat ourselves.

@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts.api.views import ApiKeyViewSet
 from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet
+from audit.api.views import AuditEntryViewSet
 from policies.api.views import (
     BudgetViewSet,
     GuardedToolViewSet,
@@ -39,6 +40,8 @@ router.register("policies", PolicyViewSet, basename="policy")
 router.register("policy-decisions", PolicyDecisionViewSet, basename="policy-decision")
 router.register("spend", SpendEntryViewSet, basename="spend-entry")
 router.register("budgets", BudgetViewSet, basename="budget")
+
+router.register("audit", AuditEntryViewSet, basename="audit-entry")
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),
