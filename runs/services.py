@@ -13,7 +13,7 @@ from accounts.models import User
 from audit.choices import Action
 from audit.context import current_actor
 from audit.services import audit_record
-from projects.services import project_require_writable
+from projects.services import project_require_runnable, project_require_writable
 from sparkops.lib.errors import Refused
 from sparkops.roles import Role
 from workflows import services as workflow_services
@@ -107,6 +107,7 @@ def run_start(
     if existing := _replay(workflow.project_id, idempotency_key, fingerprint):
         return existing, False
     project_require_writable(project_id=workflow.project_id)
+    project_require_runnable(project_id=workflow.project_id)
     version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := validation.input_errors(version.input_schema, inputs):
@@ -198,6 +199,7 @@ def run_retry(
         return existing, False
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
     project_require_writable(project_id=run.project_id)
+    project_require_runnable(project_id=run.project_id)
     if problems := validation.input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so

@@ -20,7 +20,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTas
 from audit.choices import Action
 from audit.services import audit_record
 from policies.exceptions import PolicyRefused
-from projects.services import ProjectArchived
+from projects.services import ProjectArchived, ProjectFrozen, project_require_runnable
 from runs.choices import RUN_ACTIVE, RunStatus, Trigger
 from runs.models import Run
 from runs.services import run_start
@@ -97,6 +97,8 @@ def schedule_delete(*, schedule: Schedule) -> None:
 
 
 def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "") -> Schedule:
+    if enabled:
+        project_require_runnable(project_id=schedule.project_id)  # the unfreeze resumes it
     schedule.enabled = enabled
     schedule.paused_reason = "" if enabled else reason
     if enabled:
@@ -110,6 +112,8 @@ def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "")
 
 def schedules_set_enabled(*, queryset, enabled: bool) -> int:
     """Bulk pause or resume: one UPDATE each table, then one bump so beat reloads."""
+    if enabled:  # a frozen project's schedules wait for its unfreeze
+        queryset = queryset.filter(project__frozen_at__isnull=True)
     with transaction.atomic():
         ids = list(queryset.values_list("pk", flat=True))
         now = timezone.now()
@@ -397,7 +401,7 @@ def _start_run(schedule: Schedule, fire: ScheduleFire) -> ScheduleFire:
     except PolicyRefused as refusal:
         log.warning("schedule %s was refused a run: %s", schedule.pk, refusal.reason)
         return _settle(fire, FireOutcome.BLOCKED, refusal.reason[:500])
-    except ProjectArchived as refusal:  # the schedule stays enabled: unarchiving resumes it
+    except (ProjectArchived, ProjectFrozen) as refusal:  # the schedule stays enabled: unarchiving resumes it
         return _settle(fire, FireOutcome.BLOCKED, refusal.message[:500])
     return _settle(fire, FireOutcome.STARTED, "", run)
 

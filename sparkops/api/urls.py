@@ -14,12 +14,13 @@ from policies.api.views import (
 )
 from projects.api.views import MembershipViewSet, ProjectViewSet
 from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WorkflowRunViewSet
-from schedules.api.views import ScheduleViewSet
+from schedules.api.views import ProjectFreezeViewSet, ScheduleViewSet
 from workflows.api.views import WorkflowViewSet
 
 from .routers import router
 
 router.register("projects", ProjectViewSet, basename="project")
+router.register("projects", ProjectFreezeViewSet, basename="project-freeze")  # /projects/{id}/freeze
 router.register("memberships", MembershipViewSet, basename="membership")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
