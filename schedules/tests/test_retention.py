@@ -135,3 +135,15 @@ def test_expired_refresh_tokens_are_flushed(db):
     flush_expired_tokens()
     assert list(OutstandingToken.objects.values_list("pk", flat=True)) == [live.pk]
     assert not OutstandingToken.objects.filter(pk=expired.pk).exists()
+
+
+def test_admins_set_a_projects_retention_and_zero_is_refused(team):
+    url = f"/api/v1/projects/{team.project.pk}"
+    admin = team.client("admin")
+    assert admin.patch(url, {"finished_runs_retention_days": 30}, format="json").status_code == 200
+    team.project.refresh_from_db()
+    assert retention.retention_days(team.project, "finished_runs") == 30
+    refused = admin.patch(url, {"run_events_retention_days": 0}, format="json")
+    assert refused.status_code == 400
+    assert "run_events_retention_days" in refused.json()["errors"]
+    assert team.client("developer").patch(url, {"run_events_retention_days": 5}, format="json").status_code == 403
