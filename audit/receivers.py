@@ -6,7 +6,7 @@ call ``audit_record`` themselves."""
 from functools import partial
 
 from django.apps import apps
-from django.db.models.signals import post_delete, post_save, pre_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 
 from .choices import Action
 from .registry import AUDITED, Audited
@@ -28,6 +28,11 @@ def connect_all() -> None:
         pre_save.connect(partial(_before_save, spec=spec), sender=model, weak=False, dispatch_uid=uid)
         post_save.connect(partial(_after_save, spec=spec), sender=model, weak=False, dispatch_uid=uid)
         post_delete.connect(partial(_after_delete, spec=spec), sender=model, weak=False, dispatch_uid=uid)
+        for name in spec.m2m:
+            through = getattr(model, name).through
+            m2m_changed.connect(
+                partial(_links_changed, spec=spec, name=name), sender=through, weak=False, dispatch_uid=uid
+            )
 
 
 def _before_save(sender, instance, *, spec: Audited, raw=False, update_fields=None, **_) -> None:
@@ -53,3 +58,22 @@ def _after_save(sender, instance, *, spec: Audited, created: bool = False, raw=F
 
 def _after_delete(sender, instance, *, spec: Audited, **_) -> None:
     audit_record(action=Action.DELETE, obj=instance, project_id=project_of(instance, spec))
+
+
+def _links_changed(sender, instance, action: str, reverse: bool, *, spec: Audited, name: str, **_) -> None:
+    """``agent.tools.set()`` removes, then adds: an entry for each step that changed the links."""
+    if reverse:
+        return  # a tool's side of the link: its agent's entry is the one that matters
+    attr = f"_audit_m2m_{name}"
+    if action.startswith("pre_"):
+        setattr(instance, attr, _link_ids(instance, name))
+        return
+    before = instance.__dict__.pop(attr, None)
+    after = _link_ids(instance, name)
+    if before is not None and before != after:
+        changes = {name: [before, after]}
+        audit_record(action=Action.UPDATE, obj=instance, project_id=project_of(instance, spec), changes=changes)
+
+
+def _link_ids(instance, name: str) -> list[str]:
+    return sorted(str(pk) for pk in getattr(instance, name).values_list("pk", flat=True))

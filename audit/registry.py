@@ -13,6 +13,8 @@ class Audited:
     ignore: tuple[str, ...] = ()
     #: Fields recorded as changed but never with their values (on top of the name rules).
     redact: tuple[str, ...] = ()
+    #: Many-to-many fields, recorded as [ids before, ids after] when their links change.
+    m2m: tuple[str, ...] = ()
 
 
 AUDITED: dict[str, Audited] = {
@@ -20,7 +22,9 @@ AUDITED: dict[str, Audited] = {
     "projects.Membership": Audited(),
     "accounts.ApiKey": Audited(ignore=("last_used_at",), redact=("digest",)),
     "agents.ProviderCredential": Audited(redact=("secret_encrypted",)),
-    "agents.Agent": Audited(ignore=("health_status", "health_latency_ms", "health_error", "health_checked_at")),
+    "agents.Agent": Audited(
+        m2m=("tools",), ignore=("health_status", "health_latency_ms", "health_error", "health_checked_at")
+    ),
     "agents.Tool": Audited(),
     "workflows.Workflow": Audited(),
     "workflows.WorkflowVersion": Audited(project="workflow.project_id"),

@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from accounts.tests.factories import ApiKeyFactory
 from agents.models import ProviderCredential
-from agents.tests.factories import AgentFactory
+from agents.tests.factories import AgentFactory, ToolFactory
 from audit.models import AuditEntry
 from policies.tests.factories import PolicyFactory
 from runs.choices import EventType
@@ -175,3 +175,11 @@ def test_cancel_and_decisions_carry_the_actor_in_run_events_and_the_trail(
     assert cancelling.payload["by"]["api_key_name"] == key.name
     entry = last(action="cancel")
     assert (entry.object_id, entry.actor_api_key_id) == (str(other.pk), key.pk)
+
+
+def test_an_agents_tool_list_is_recorded_as_ids_before_and_after(team):
+    agent = AgentFactory(project=team.project)
+    calc = ToolFactory(project=team.project)
+    response = team.client(Role.DEVELOPER).patch(f"{API}/agents/{agent.pk}", {"tools": [str(calc.pk)]}, format="json")
+    assert response.status_code == 200, response.json()
+    assert last(object_type="agents.agent", action="update").changes == {"tools": [[], [str(calc.pk)]]}
