@@ -183,3 +183,13 @@ def test_an_agents_tool_list_is_recorded_as_ids_before_and_after(team):
     response = team.client(Role.DEVELOPER).patch(f"{API}/agents/{agent.pk}", {"tools": [str(calc.pk)]}, format="json")
     assert response.status_code == 200, response.json()
     assert last(object_type="agents.agent", action="update").changes == {"tools": [[], [str(calc.pk)]]}
+
+
+def test_publishing_a_version_is_recorded(team):
+    make_catalog(team.project)
+    workflow = make_workflow(team.project, slug="draft", publish=False)
+    version = workflow.versions.get()
+    response = team.client(Role.DEVELOPER).post(f"{API}/workflows/{workflow.pk}/versions/1/publish")
+    assert response.status_code == 200, response.json()
+    entry = last(object_type="workflows.workflowversion", action="update")
+    assert (entry.object_id, entry.changes) == (str(version.pk), {"published": [False, True]})
