@@ -16,6 +16,8 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from audit.choices import Action
+from audit.services import audit_record
 from sparkops.lib.errors import NotAuthenticated, TooManyRequests
 from sparkops.roles import Role
 
@@ -189,8 +191,12 @@ def api_key_create(
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
     # Conditional so a second revoke keeps the first time.
-    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    key.refresh_from_db(fields=["revoked_at"])
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        key.refresh_from_db(fields=["revoked_at"])
+        if revoked:
+            changes = {"revoked_at": [None, key.revoked_at.isoformat()]}
+            audit_record(action=Action.REVOKE, obj=key, project_id=key.project_id, changes=changes)
     return key
 
 

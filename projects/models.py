@@ -1,10 +1,20 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 
 from .choices import Role
+
+
+def _retention(what: str) -> models.PositiveIntegerField:
+    return models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text=f"Days {what} are kept, e.g. 30; empty: the global default (SPARKOPS_RETENTION_DAYS).",
+    )
 
 
 class Project(models.Model):
@@ -20,6 +30,14 @@ class Project(models.Model):
     archived = models.BooleanField(
         default=False, help_text="Archived projects stay listed; filter them out with ?archived=false."
     )
+    frozen_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Set while the project is frozen: no run or fire starts."
+    )
+    frozen_reason = models.CharField(max_length=500, blank=True, default="", editable=False)
+    run_events_retention_days = _retention("run events")
+    schedule_fires_retention_days = _retention("schedule fires")
+    policy_decisions_retention_days = _retention("policy decisions")
+    finished_runs_retention_days = _retention("finished runs (with their steps and events)")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -32,6 +50,10 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.frozen_at is not None
 
 
 class Membership(models.Model):

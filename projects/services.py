@@ -31,6 +31,22 @@ class ProjectArchived(Refused):
         super().__init__(ARCHIVED.replace("{id}", str(project_id)))
 
 
+class ProjectFrozen(Refused):
+    """The kill switch is on: nothing new runs in the project until an admin unfreezes it."""
+
+    status_code = 409
+    code = "project_frozen"
+
+    def __init__(self, project: Project):
+        super().__init__(
+            f"Project {project.name!r} is frozen (since {project.frozen_at:%Y-%m-%d %H:%M} UTC: "
+            f"{project.frozen_reason or 'no reason given'}); no run or schedule fire starts in it until an admin "
+            f"unfreezes it (POST /projects/{project.pk}/unfreeze).",
+            frozen_at=project.frozen_at.isoformat(),
+            frozen_reason=project.frozen_reason,
+        )
+
+
 class ProjectHasRuns(Refused):
     status_code = 409
     code = "project_has_runs"
@@ -46,10 +62,17 @@ def _unique_slug(name: str) -> str:
 
 
 @transaction.atomic
-def project_create(*, user: User, name: str, slug: str = "", description: str = "", archived: bool = False) -> Project:
-    """Create a project; its creator becomes its owner."""
+def project_create(
+    *, user: User, name: str, slug: str = "", description: str = "", archived: bool = False, **retention: int | None
+) -> Project:
+    """Create a project; its creator becomes its owner. ``retention``: the ``*_retention_days`` fields."""
     project = Project(
-        name=name, slug=slug or _unique_slug(name), description=description, archived=archived, created_by=user
+        name=name,
+        slug=slug or _unique_slug(name),
+        description=description,
+        archived=archived,
+        created_by=user,
+        **retention,
     )
     project.full_clean()
     project.save()
@@ -61,6 +84,13 @@ def project_require_writable(*, project_id) -> None:
     """Archived projects are read-only: nothing new starts in them and nothing in them changes."""
     if Project.objects.filter(pk=project_id, archived=True).exists():
         raise ProjectArchived(project_id)
+
+
+def project_require_runnable(*, project_id) -> None:
+    """A frozen project starts nothing: no run, no retry, no schedule fire."""
+    project = Project.objects.filter(pk=project_id, frozen_at__isnull=False).first()
+    if project is not None:
+        raise ProjectFrozen(project)
 
 
 def project_update(*, project: Project, **fields) -> Project:

@@ -10,7 +10,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from projects.services import project_require_writable
+from audit.choices import Action
+from audit.context import current_actor
+from audit.services import audit_record
+from projects.services import project_require_runnable, project_require_writable
 from sparkops.lib.errors import Refused
 from sparkops.roles import Role
 from workflows import services as workflow_services
@@ -104,6 +107,7 @@ def run_start(
     if existing := _replay(workflow.project_id, idempotency_key, fingerprint):
         return existing, False
     project_require_writable(project_id=workflow.project_id)
+    project_require_runnable(project_id=workflow.project_id)
     version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := validation.input_errors(version.input_schema, inputs):
@@ -169,11 +173,16 @@ def run_cancel(*, run: Run) -> Run:
     if run.status in (RunStatus.CANCELLING, RunStatus.CANCELLED):
         return run
     require_run_status(run, RUN_ACTIVE, "cancel")
-    if not move_run(run, RunStatus.CANCELLING, EventType.RUN_CANCELLING):
-        run.refresh_from_db()
-        if run.status not in (RunStatus.CANCELLING, RunStatus.CANCELLED):
-            raise TransitionRefused(f"Cannot cancel a run that is {run.status}.")
-        return run
+    was = run.status
+    with transaction.atomic():
+        if not move_run(
+            run, RunStatus.CANCELLING, EventType.RUN_CANCELLING, payload={"by": current_actor().as_payload()}
+        ):
+            run.refresh_from_db()
+            if run.status not in (RunStatus.CANCELLING, RunStatus.CANCELLED):
+                raise TransitionRefused(f"Cannot cancel a run that is {run.status}.")
+            return run
+        audit_record(action=Action.CANCEL, obj=run, project_id=run.project_id, changes={"status": [was, run.status]})
     dispatch.advance_now(run.pk)
     return run
 
@@ -190,6 +199,7 @@ def run_retry(
         return existing, False
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
     project_require_writable(project_id=run.project_id)
+    project_require_runnable(project_id=run.project_id)
     if problems := validation.input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so
@@ -208,6 +218,10 @@ def run_retry(
             raise
         return first, False
     return retry, True
+
+
+def _record_retry(run: Run, retry: Run) -> None:
+    audit_record(action=Action.RETRY, obj=run, project_id=run.project_id, changes={"retried_as": [None, str(retry.pk)]})
 
 
 def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], api_key, key: dict) -> Run:
@@ -230,6 +244,7 @@ def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], ap
     for step in retry.steps.filter(reused_from__isnull=False):
         emit(retry.pk, EventType.STEP_REUSED, step=step, payload={"key": step.key, "from_run": str(run.pk)})
     dispatch.advance_on_commit(retry.pk)
+    _record_retry(run, retry)
     return retry
 
 
@@ -269,7 +284,7 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
             )
     except IntegrityError:  # two people decided at once; the first one stands
         raise TransitionRefused(f"Step {key!r} was decided by someone else.") from None
-    decided = {"decision": decision, "by": user.email, "comment": comment}
+    decided = {"decision": decision, "by": user.email, "actor": current_actor().as_payload(), "comment": comment}
     if approved and step.hold:
         moved = _release_hold(run, step, decided)
     elif approved:
@@ -293,6 +308,13 @@ def step_decide(*, run: Run, key: str, user: User, role: str | None, decision: s
         )
     if not moved:
         raise TransitionRefused(f"Step {key!r} was decided by someone else.")
+    action = Action.APPROVE if approved else Action.REJECT
+    audit_record(
+        action=action,
+        obj=run,
+        project_id=run.project_id,
+        changes={f"steps.{key}": [StepStatus.WAITING_APPROVAL, decision]},
+    )
     dispatch.advance_on_commit(run.pk)
     return step
 

@@ -1,10 +1,15 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
+from django.template.response import TemplateResponse
 
+from projects import admin as projects_admin
+from projects.models import Project
 from runs.admin import ReadOnlyInline
+from sparkops.lib.errors import Refused
 
 from . import services
+from .freeze import project_freeze, project_unfreeze
 from .models import Schedule, ScheduleFire
 
 
@@ -66,7 +71,7 @@ class ScheduleAdmin(admin.ModelAdmin):
     list_select_related = ["project", "workflow"]
     search_fields = ["name", "cron", "project__slug", "workflow__slug"]
     autocomplete_fields = ["project"]
-    readonly_fields = ["paused_reason", "last_fire_at", "next_fire_at", "created_at", "updated_at"]
+    readonly_fields = ["paused_reason", "paused_by_freeze", "last_fire_at", "next_fire_at", "created_at", "updated_at"]
     inlines = [ScheduleFireInline]
     actions = ["enable", "disable", "run_now"]
 
@@ -95,3 +100,52 @@ class ScheduleAdmin(admin.ModelAdmin):
         for schedule in queryset.select_related("workflow"):
             fire = services.trigger(schedule=schedule)
             self.message_user(request, f"{schedule}: {fire.outcome} {fire.reason}".strip())
+
+
+# ------------------------------------------------------------------------------
+# The kill switch on the project admin (freezing drives runs and schedules, so it lives here)
+# ------------------------------------------------------------------------------
+class FreezeForm(forms.Form):
+    reason = forms.CharField(max_length=500, help_text='Shown in every refusal, e.g. "runaway spend".')
+    revoke_api_keys = forms.BooleanField(required=False, help_text="Also revoke every API key of the project.")
+
+
+admin.site.unregister(Project)
+
+
+@admin.register(Project)
+class ProjectAdmin(projects_admin.ProjectAdmin):
+    """The project admin, plus freeze (after a confirmation page) and unfreeze."""
+
+    list_display = [*projects_admin.ProjectAdmin.list_display, "frozen_at"]
+    readonly_fields = [*projects_admin.ProjectAdmin.readonly_fields, "frozen_at", "frozen_reason"]
+    actions = ["freeze", "unfreeze"]
+
+    @admin.action(description="Freeze selected projects (pause schedules, cancel runs)…", permissions=["change"])
+    def freeze(self, request, queryset):
+        form = FreezeForm(request.POST if request.POST.get("confirm") else None)
+        if not form.is_valid():
+            context = {**self.admin_site.each_context(request), "form": form, "projects": list(queryset)}
+            return TemplateResponse(request, "admin/schedules/freeze_confirmation.html", context)
+        for project in queryset:
+            try:
+                outcome = project_freeze(project=project, **form.cleaned_data)
+            except Refused as refusal:
+                self.message_user(request, f"{project}: {refusal.message}", messages.WARNING)
+                continue
+            self.message_user(
+                request,
+                f"{project}: frozen; {len(outcome.schedules)} schedule(s) paused, "
+                f"{len(outcome.runs_cancelled)} run(s) cancelled, {len(outcome.api_keys_revoked)} key(s) revoked.",
+            )
+        return None
+
+    @admin.action(description="Unfreeze selected projects (resume what the freeze paused)", permissions=["change"])
+    def unfreeze(self, request, queryset):
+        for project in queryset:
+            try:
+                outcome = project_unfreeze(project=project)
+            except Refused as refusal:
+                self.message_user(request, f"{project}: {refusal.message}", messages.WARNING)
+                continue
+            self.message_user(request, f"{project}: unfrozen; {len(outcome.schedules)} schedule(s) resumed.")

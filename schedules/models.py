@@ -45,6 +45,9 @@ class Schedule(models.Model):
         default=0, help_text="Start each run up to this many seconds late, at random."
     )
     paused_reason = models.CharField(max_length=300, blank=True, default="")
+    paused_by_freeze = models.BooleanField(
+        default=False, editable=False, help_text="Paused by its project's freeze; the unfreeze resumes it."
+    )
     last_fire_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="Nominal time of the last slot handled."
     )

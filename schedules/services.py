@@ -17,8 +17,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
+from audit.choices import Action
+from audit.services import audit_record
 from policies.exceptions import PolicyRefused
-from projects.services import ProjectArchived
+from projects.services import ProjectArchived, ProjectFrozen, project_require_runnable
 from runs.choices import RUN_ACTIVE, RunStatus, Trigger
 from runs.models import Run
 from runs.services import run_start
@@ -100,6 +102,8 @@ def schedule_delete(*, schedule: Schedule) -> None:
 @transaction.atomic
 def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "", automatic: bool = False) -> Schedule:
     # The row's stored state, not the instance's: two pauses at once report one.
+    if enabled:
+        project_require_runnable(project_id=schedule.project_id)  # the unfreeze resumes it
     was_enabled = Schedule.objects.select_for_update().filter(pk=schedule.pk, enabled=True).exists()
     schedule.enabled = enabled
     schedule.paused_reason = "" if enabled else reason
@@ -116,6 +120,8 @@ def schedule_set_enabled(*, schedule: Schedule, enabled: bool, reason: str = "",
 
 def schedules_set_enabled(*, queryset, enabled: bool) -> int:
     """Bulk pause or resume: one UPDATE each table, then one bump so beat reloads."""
+    if enabled:  # a frozen project's schedules wait for its unfreeze
+        queryset = queryset.filter(project__frozen_at__isnull=True)
     with transaction.atomic():
         ids = list(queryset.values_list("pk", flat=True))
         pausing = [] if enabled else list(Schedule.objects.select_for_update().filter(pk__in=ids, enabled=True))
@@ -124,9 +130,16 @@ def schedules_set_enabled(*, queryset, enabled: bool) -> int:
         if enabled:
             changes["last_fire_at"] = now
         count = Schedule.objects.filter(pk__in=ids).update(**changes)
-        for schedule in Schedule.objects.filter(pk__in=ids).only("pk", "cron", "timezone", "enabled"):
+        for schedule in Schedule.objects.filter(pk__in=ids).only(
+            "pk", "cron", "timezone", "enabled", "name", "project"
+        ):
             # next_fire_at is per schedule: None while paused, the next slot once resumed.
             Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=next_fire(schedule, now))
+            # update() sends no signal: the trail is written here.
+            action = Action.RESUME if enabled else Action.PAUSE
+            audit_record(
+                action=action, obj=schedule, project_id=schedule.project_id, changes={"enabled": [not enabled, enabled]}
+            )
         names = [f"{TASK_PREFIX}{pk}" for pk in ids]
         PeriodicTask.objects.filter(name__in=names).update(enabled=enabled)
         # QuerySet.update() skips PeriodicTask.save(): tell beat ourselves.
@@ -399,7 +412,7 @@ def _start_run(schedule: Schedule, fire: ScheduleFire) -> ScheduleFire:
     except PolicyRefused as refusal:
         log.warning("schedule %s was refused a run: %s", schedule.pk, refusal.reason)
         return _settle(fire, FireOutcome.BLOCKED, refusal.reason[:500])
-    except ProjectArchived as refusal:  # the schedule stays enabled: unarchiving resumes it
+    except (ProjectArchived, ProjectFrozen) as refusal:  # the schedule stays enabled: unarchiving resumes it
         return _settle(fire, FireOutcome.BLOCKED, refusal.message[:500])
     return _settle(fire, FireOutcome.STARTED, "", run)
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from runs import signals
 from runs.engine import dispatch
 
-from . import services
+from . import retention, services
 from .models import Schedule
 
 
@@ -37,3 +37,9 @@ def release_buffered() -> int:
     # shows it as sparkops_reaper_actions_total{action="buffered_fires_started"}.
     signals.reaped.send(sender=release_buffered, counts={"buffered_fires_started": started})
     return started
+
+
+@shared_task(name="schedules.prune", ignore_result=True)
+def prune() -> int:
+    """A system beat entry, nightly: history past its retention, in small batches."""
+    return sum(line.rows for line in retention.prune())

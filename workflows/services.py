@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from agents.selectors import catalog_for_project
+from audit.choices import Action
+from audit.services import audit_record
 from projects.models import Project
 
 from . import validation
@@ -179,6 +181,11 @@ def version_publish(*, version: WorkflowVersion) -> WorkflowVersion:
         )
     # A conditional UPDATE: of two publishes at once, the first sets the time and the second
     # finds nothing to change.
-    WorkflowVersion.objects.filter(pk=version.pk, published=False).update(published=True, published_at=timezone.now())
+    published = WorkflowVersion.objects.filter(pk=version.pk, published=False).update(
+        published=True, published_at=timezone.now()
+    )
     version.refresh_from_db(fields=["published", "published_at"])
+    if published:  # update() sends no signal: the trail is written here
+        project_id = version.workflow.project_id
+        audit_record(action=Action.UPDATE, obj=version, project_id=project_id, changes={"published": [False, True]})
     return version

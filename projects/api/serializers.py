@@ -6,6 +6,13 @@ from sparkops.api.viewsets import ProjectField
 from ..choices import Role
 from ..models import Membership, Project
 
+RETENTION_FIELDS = [
+    "run_events_retention_days",
+    "schedule_fires_retention_days",
+    "policy_decisions_retention_days",
+    "finished_runs_retention_days",
+]
+
 
 class ProjectSerializer(serializers.ModelSerializer):
     my_role = serializers.SerializerMethodField(help_text="The caller's role in this project.")
@@ -15,8 +22,21 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "slug", "name", "description", "archived", "my_role", "created_by", "created_at", "updated_at"]
-        read_only_fields = ["id", "created_by", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "slug",
+            "name",
+            "description",
+            "archived",
+            "frozen_at",
+            "frozen_reason",
+            *RETENTION_FIELDS,
+            "my_role",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "frozen_at", "frozen_reason", "created_by", "created_at", "updated_at"]
 
     def get_my_role(self, project: Project) -> str | None:
         return role_in(self.context["request"], project.pk)

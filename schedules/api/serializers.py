@@ -70,3 +70,23 @@ class ScheduleFireSerializer(serializers.ModelSerializer):
 class PreviewSerializer(serializers.Serializer):
     timezone = serializers.CharField()
     fires = serializers.ListField(child=serializers.DictField(), help_text='[{"local": "...", "utc": "..."}]')
+
+
+class FreezeSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=500, help_text='Why, for the trail and the refusals, e.g. "runaway spend".'
+    )
+    revoke_api_keys = serializers.BooleanField(
+        default=False, help_text="Also revoke every API key of the project (not allowed to a key)."
+    )
+
+
+class FreezeOutcomeSerializer(serializers.Serializer):
+    project = serializers.UUIDField()
+    frozen_at = serializers.DateTimeField(allow_null=True)
+    frozen_reason = serializers.CharField(allow_blank=True)
+    schedules = serializers.ListField(
+        child=serializers.UUIDField(), help_text="Schedules the freeze paused, or the unfreeze resumed."
+    )
+    runs_cancelled = serializers.ListField(child=serializers.UUIDField())
+    api_keys_revoked = serializers.ListField(child=serializers.UUIDField())

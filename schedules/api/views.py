@@ -3,18 +3,27 @@ and the fire ledger."""
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from sparkops.api.viewsets import ProjectScopedViewSet, assign
+from projects.models import Project
+from sparkops.api.access import api_key_of
+from sparkops.api.viewsets import UUID_PATTERN, ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
 from sparkops.roles import Role
 
 from .. import cron, services
 from ..choices import FireOutcome
 from ..filtersets import ScheduleFilterSet
+from ..freeze import FreezeOutcome, project_freeze, project_unfreeze
 from ..models import Schedule
-from .serializers import PreviewSerializer, ScheduleFireSerializer, ScheduleSerializer
+from .serializers import (
+    FreezeOutcomeSerializer,
+    FreezeSerializer,
+    PreviewSerializer,
+    ScheduleFireSerializer,
+    ScheduleSerializer,
+)
 
 MAX_PREVIEW = 100
 
@@ -119,3 +128,47 @@ def _bounded_int(raw: str, name: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise serializers.ValidationError({name: [f"Between {low} and {high}."]})
     return value
+
+
+class ProjectFreezeViewSet(ProjectScopedGenericViewSet):
+    """``POST /projects/{id}/freeze`` and ``/unfreeze``: the project's kill switch (admin)."""
+
+    queryset = Project.objects.all()
+    serializer_class = FreezeSerializer  # the request body (OPTIONS describes it)
+    project_field = ""
+    write_role = Role.ADMIN
+    lookup_value_regex = UUID_PATTERN
+    # A safety stop works on archived projects too: their runs still in flight are cancelled.
+    writable_when_archived = frozenset({"freeze", "unfreeze"})
+
+    @extend_schema(
+        summary="Freeze: pause its schedules, cancel its runs, refuse new ones (admin)",
+        request=FreezeSerializer,
+        responses=FreezeOutcomeSerializer,
+        tags=["projects"],
+    )
+    @action(detail=True, methods=["post"])
+    def freeze(self, request, pk=None):
+        project = self.get_object()
+        payload = self.get_serializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        if payload.validated_data["revoke_api_keys"] and api_key_of(request) is not None:
+            raise exceptions.PermissionDenied("An API key cannot revoke API keys; freeze with a user's token.")
+        outcome = project_freeze(project=project, **payload.validated_data)
+        return self._answer(project, outcome)
+
+    @extend_schema(
+        summary="Unfreeze: resume the schedules the freeze paused (admin)",
+        request=None,
+        responses=FreezeOutcomeSerializer,
+        tags=["projects"],
+    )
+    @action(detail=True, methods=["post"])
+    def unfreeze(self, request, pk=None):
+        project = self.get_object()
+        return self._answer(project, project_unfreeze(project=project))
+
+    @staticmethod
+    def _answer(project: Project, outcome: FreezeOutcome) -> Response:
+        data = {"project": project.pk, "frozen_at": project.frozen_at, "frozen_reason": project.frozen_reason}
+        return Response(FreezeOutcomeSerializer({**data, **vars(outcome)}).data)

@@ -55,7 +55,9 @@ def test_a_database_from_before_the_move_keeps_its_schedules_fires_and_permissio
 
     migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
 
-    assert (rows("runs_schedule"), rows("runs_schedulefire")) == before
+    # Columns later migrations add come last (paused_by_freeze): the old ones are unchanged.
+    width = len(before[0][0])
+    assert ([row[:width] for row in rows("runs_schedule")], rows("runs_schedulefire")) == before
     moved = Schedule.objects.get(pk=schedule.pk)
     assert (moved.project, moved.workflow, moved.name, moved.cron) == (project, workflow, "Nightly", "0 9 * * mon-fri")
     assert (moved.timezone, moved.inputs, moved.jitter_seconds) == ("Europe/Berlin", {"topic": "news"}, 30)

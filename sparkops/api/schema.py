@@ -30,7 +30,7 @@ DESCRIPTIONS = {
     "401": "Not authenticated, or the credentials are invalid.",
     "403": "Authenticated, but your role in the project does not allow this.",
     "404": "Not found, or in a project you are not a member of.",
-    "409": "The state of the object (e.g. a finished run) or of its project (archived) does not allow this.",
+    "409": "The state of the object (e.g. a finished run) or of its project (archived, frozen) does not allow this.",
     "413": "Request body too large.",
     "429": "Too many requests; retry after the Retry-After header's seconds.",
     "503": "A dependency (the database) is unavailable; retry after the Retry-After header's seconds.",

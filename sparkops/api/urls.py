@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts.api.views import ApiKeyViewSet
 from agents.api.views import AgentViewSet, CredentialViewSet, ModelPriceViewSet
+from audit.api.views import AuditEntryViewSet
 from policies.api.views import (
     BudgetViewSet,
     GuardedToolViewSet,
@@ -13,13 +14,14 @@ from policies.api.views import (
 )
 from projects.api.views import MembershipViewSet, ProjectViewSet
 from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WorkflowRunViewSet
-from schedules.api.views import ScheduleViewSet
+from schedules.api.views import ProjectFreezeViewSet, ScheduleViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 from workflows.api.views import WorkflowViewSet
 
 from .routers import router
 
 router.register("projects", ProjectViewSet, basename="project")
+router.register("projects", ProjectFreezeViewSet, basename="project-freeze")  # /projects/{id}/freeze
 router.register("memberships", MembershipViewSet, basename="membership")
 router.register("api-keys", ApiKeyViewSet, basename="api-key")
 
@@ -43,6 +45,7 @@ router.register("budgets", BudgetViewSet, basename="budget")
 
 router.register("webhooks", EndpointViewSet, basename="webhook")
 router.register("webhook-deliveries", DeliveryViewSet, basename="webhook-delivery")
+router.register("audit", AuditEntryViewSet, basename="audit-entry")
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),

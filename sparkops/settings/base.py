@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from corsheaders.defaults import default_headers as default_cors_headers
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -63,6 +64,7 @@ THIRD_PARTY_APPS = [
 ]
 LOCAL_APPS = [
     "sparkops",
+    "audit",
     "accounts",
     "projects",
     "agents",
@@ -87,6 +89,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.middleware.AuditContextMiddleware",  # who acts, for the audit trail: after the session user
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -343,11 +346,25 @@ SPARKOPS_LEASE_MARGIN_SECONDS = env.float("SPARKOPS_LEASE_MARGIN_SECONDS", defau
 # hands them back (runs/shutdown.py). Keep the orchestrator's grace (compose stop_grace_period)
 # a little longer.
 SPARKOPS_WORKER_STOP_GRACE_SECONDS = env.float("SPARKOPS_WORKER_STOP_GRACE_SECONDS", default=60.0)
+# Days each kind of history is kept unless a project says otherwise (0: kept forever). Spend
+# entries are the ledger: they are never pruned inside an open budget window, nor their runs.
+SPARKOPS_RETENTION_DAYS = {
+    "run_events": env.int("SPARKOPS_RETENTION_RUN_EVENTS_DAYS", default=90),
+    "schedule_fires": env.int("SPARKOPS_RETENTION_SCHEDULE_FIRES_DAYS", default=90),
+    "policy_decisions": env.int("SPARKOPS_RETENTION_POLICY_DECISIONS_DAYS", default=180),
+    "finished_runs": env.int("SPARKOPS_RETENTION_FINISHED_RUNS_DAYS", default=0),
+}
+#: Rows one DELETE removes: short statements, short locks.
+SPARKOPS_PRUNE_BATCH_SIZE = env.int("SPARKOPS_PRUNE_BATCH_SIZE", default=500)
 # System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
 # separate rows that this never touches.
 SPARKOPS_REAP_SECONDS = env.float("SPARKOPS_REAP_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE = {
     "runs-reap": {"task": "runs.reap", "schedule": SPARKOPS_REAP_SECONDS},
+    # Retention: old run events, fires, decisions and finished runs go in small batches, nightly.
+    "retention-prune": {"task": "schedules.prune", "schedule": crontab(minute=17, hour=3)},
+    # simplejwt's outstanding and blacklisted refresh tokens past their expiry.
+    "auth-flush-expired-tokens": {"task": "accounts.flush_expired_tokens", "schedule": crontab(minute=47, hour=3)},
     # Starts buffered fires whose schedule has no active run any more; as often as the reaper.
     "schedules-release-buffered": {"task": "schedules.release_buffered", "schedule": SPARKOPS_REAP_SECONDS},
     # Sends webhook deliveries that are due and that no message woke a worker for (a lost

@@ -19,11 +19,13 @@ from drf_spectacular.generators import SchemaGenerator
 from accounts.tests.factories import ApiKeyFactory, UserFactory
 from agents.tests.factories import CredentialFactory
 from policies.tests.factories import PolicyFactory
+from projects.models import Project
 from projects.tests.factories import MembershipFactory
 from runs.choices import RunStatus, StepStatus
 from runs.models import Run, RunStep
 from runs.tests.factories import approval_step, echo_agent, make_catalog, make_workflow, start, tool
 from schedules import services as schedule_services
+from schedules.freeze import project_freeze
 from schedules.models import Schedule
 from sparkops.roles import Role
 from sparkops.testing import Team, client_for
@@ -160,6 +162,10 @@ def _delivery(t) -> str:
     endpoint, _ = webhook_services.endpoint_create(endpoint=Endpoint(project=t.project, url=HOOK_URL))
     delivery = Delivery.objects.create(endpoint=endpoint, project=t.project, event_type="run.failed", status="failed")
     return f"/webhook-deliveries/{delivery.pk}"
+def frozen(team: Team):
+    if not Project.objects.filter(pk=team.project.pk, frozen_at__isnull=False).exists():
+        project_freeze(project=team.project, reason="incident")
+    return team.project
 
 
 def member(team: Team, role: str = DEVELOPER):
@@ -210,6 +216,9 @@ MATRIX: dict[tuple[str, str], Op] = {
     ("PUT", "/projects/{id}"): Op(ADMIN, lambda t: (f"/projects/{t.project.pk}", {"name": "Renamed"})),
     ("PATCH", "/projects/{id}"): Op(ADMIN, lambda t: (f"/projects/{t.project.pk}", {"name": "Renamed"})),
     ("DELETE", "/projects/{id}"): Op(OWNER, lambda t: (f"/projects/{t.project.pk}", None)),
+    # Each caller after the first that may freeze finds the project frozen: 409, still "allowed".
+    ("POST", "/projects/{id}/freeze"): Op(ADMIN, lambda t: (f"/projects/{t.project.pk}/freeze", {"reason": "x"})),
+    ("POST", "/projects/{id}/unfreeze"): Op(ADMIN, lambda t: (f"/projects/{frozen(t).pk}/unfreeze", None)),
     ("POST", "/memberships"): Op(
         ADMIN,
         lambda t: ("/memberships", {"project": pid(t), "email": UserFactory().email, "role": "developer"}),
@@ -392,6 +401,8 @@ ADMIN_ACTIONS = {
     ("policies.policy", "delete_selected"): "policies.delete_policy",
     ("projects.membership", "delete_selected"): "projects.delete_membership",
     ("projects.project", "delete_selected"): "projects.delete_project",
+    ("projects.project", "freeze"): "projects.change_project",
+    ("projects.project", "unfreeze"): "projects.change_project",
     ("runs.approval", "delete_selected"): "runs.delete_approval",
     ("runs.run", "cancel"): "runs.change_run",
     ("runs.run", "delete_selected"): "runs.delete_run",

@@ -1,0 +1,24 @@
+from django.contrib import admin
+
+from .models import AuditEntry
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """Read-only: the trail is written by the services, never by hand."""
+
+    list_display = ["at", "actor_label", "channel", "action", "object_type", "object_repr", "project", "client_address"]
+    list_filter = ["channel", "action", "object_type"]
+    list_select_related = ["project"]
+    search_fields = ["object_repr", "actor_label", "object_id", "request_id"]
+    show_full_result_count = False  # the table grows without bound: no COUNT(*) of all of it
+    readonly_fields = [f.name for f in AuditEntry._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
