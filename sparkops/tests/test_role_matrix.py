@@ -162,6 +162,8 @@ def _delivery(t) -> str:
     endpoint, _ = webhook_services.endpoint_create(endpoint=Endpoint(project=t.project, url=HOOK_URL))
     delivery = Delivery.objects.create(endpoint=endpoint, project=t.project, event_type="run.failed", status="failed")
     return f"/webhook-deliveries/{delivery.pk}"
+
+
 def frozen(team: Team):
     if not Project.objects.filter(pk=team.project.pk, frozen_at__isnull=False).exists():
         project_freeze(project=team.project, reason="incident")
