@@ -46,16 +46,16 @@ def clean_overrides(run: Run, overrides: dict[str, Any]) -> dict[str, dict]:
     for key, change in overrides.items():
         spec = specs.get(key)
         if spec is None or spec["kind"] != "agent":
-            errors[key] = [f"{key!r} is not an agent step of this run's workflow version."]
+            errors[key] = f"{key!r} is not an agent step of this run's workflow version."
             continue
         agent, problem = _agent_error(run, spec, change)
         if agent is not None and change.get("model"):
             change["model"], problem = _model_error(run, agent, change["model"])
         if problem:
-            errors[key] = [problem]
+            errors[key] = problem
         cleaned[key] = {name: value for name, value in change.items() if value}
     if errors:
-        raise ValidationError({"overrides": errors})
+        raise ValidationError({"overrides": [f"{key}: {problem}" for key, problem in errors.items()]})
     return cleaned
 
 

@@ -146,9 +146,12 @@ class StepOverrideSerializer(serializers.Serializer):
         required=False, max_length=140, help_text='A model of the agent\'s provider, e.g. "gpt-4o-mini".'
     )
 
-    def validate(self, attrs: dict) -> dict:
-        if unknown := set(self.initial_data) - set(self.fields):
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and (unknown := set(data) - set(self.fields)):
             raise serializers.ValidationError({name: ["Not a field of an override."] for name in sorted(unknown)})
+        return super().to_internal_value(data)
+
+    def validate(self, attrs: dict) -> dict:
         if not attrs:
             raise serializers.ValidationError("Give agent, model or both.")
         return attrs
