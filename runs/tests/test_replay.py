@@ -11,7 +11,7 @@ from agents.models import ModelPrice
 from policies.models import PolicyDecision, SpendEntry
 from policies.tests.factories import PolicyFactory
 from runs import replay
-from runs.choices import EventType, RunStatus, StepStatus, Trigger
+from runs.choices import EventType, RunStatus, Trigger
 from runs.engine.transitions import TransitionRefused
 from runs.models import Run, RunEvent, RunStep
 from sparkops.roles import Role
