@@ -4,7 +4,7 @@ from django.forms.models import BaseInlineFormSet
 
 from runs.admin import ReadOnlyInline
 
-from . import services
+from . import forecast, services
 from .models import Schedule, ScheduleFire
 
 
@@ -48,6 +48,9 @@ class ScheduleAdminForm(forms.ModelForm):
             "jitter_seconds",
         ]
 
+    #: Set by a "Preview forecast" submit: what the schedule as filled in would spend.
+    forecast: dict | None = None
+
     def clean(self):
         cleaned = super().clean()
         if self.errors:
@@ -55,7 +58,16 @@ class ScheduleAdminForm(forms.ModelForm):
         candidate = Schedule(**cleaned)
         for field, problems in services.schedule_errors(candidate).items():
             self.add_error(field if field in self.fields else None, problems)
+        if "_forecast" in self.data and not self.errors:
+            self.preview(candidate)
         return cleaned
+
+    def preview(self, candidate: Schedule) -> None:
+        """Show the forecast of the unsaved schedule; the form stays unsaved (a preview is not a save)."""
+        period = self.data.get("_forecast_period", forecast.DEFAULT_PERIOD)
+        period = period if period in forecast.PERIODS else forecast.DEFAULT_PERIOD
+        self.forecast = forecast.schedule_forecast(schedule=candidate, period=period)
+        raise forms.ValidationError("Forecast shown below; nothing was saved. Save to keep these settings.")
 
 
 @admin.register(Schedule)
@@ -69,6 +81,15 @@ class ScheduleAdmin(admin.ModelAdmin):
     readonly_fields = ["paused_reason", "last_fire_at", "next_fire_at", "created_at", "updated_at"]
     inlines = [ScheduleFireInline]
     actions = ["enable", "disable", "run_now"]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return super().add_view(request, form_url, {"stored_forecast": None} | (extra_context or {}))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The forecast of the schedule as saved, until a preview shows the one of the form."""
+        schedule = self.get_object(request, object_id)
+        extra = {"stored_forecast": forecast.schedule_forecast(schedule=schedule) if schedule else None}
+        return super().change_view(request, object_id, form_url, extra | (extra_context or {}))
 
     def save_model(self, request, obj, form, change):
         if not change:
