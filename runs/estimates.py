@@ -55,6 +55,8 @@ TOOL_OUTPUT_BYTES = 4096
 #: What a prompt counts for an earlier condition's or approval's output it reads.
 SMALL_OUTPUT_BYTES = 200
 MICRO = Decimal("0.000001")
+#: Kinds whose time is a person's, not the run's: no expected duration is read for them.
+UNTIMED = frozenset({"approval"})
 
 
 def money(value: Decimal | None) -> str | None:
@@ -215,18 +217,20 @@ def expected_total(definition: dict, steps: list[StepEstimate]) -> dict | None:
                 cost += Decimal(step.expected[f"cost_usd_{share}"])
             elif step.worst_usd is not None:
                 cost += step.worst_usd
-        durations = {s.key: s.expected[f"duration_ms_{share}"] for s in known}
         totals[f"cost_usd_{share}"] = money(cost)
+    for share in ("p50", "p95"):
+        durations = {s.key: s.expected[f"duration_ms_{share}"] for s in known}
         totals[f"duration_ms_{share}"] = round(_longest_chain(definition, durations))
     totals["history_runs"] = min(step.expected["runs"] for step in known)
-    totals["basis"] = "history" if len(known) == len(steps) else "history and worst case"
+    timed = [step for step in steps if step.kind not in UNTIMED]
+    totals["basis"] = "history" if len(known) == len(timed) else "history and worst case"
     return totals
 
 
 # ------------------------------------------------------------------------------
 # Limits: budgets, run ceilings, model allow-lists
 # ------------------------------------------------------------------------------
-def _covered(policy, steps: Iterable[StepEstimate], workflow_slug: str) -> list[StepEstimate]:
+def covered_steps(policy, steps: Iterable[StepEstimate], workflow_slug: str) -> list[StepEstimate]:
     return [
         s
         for s in steps
@@ -241,7 +245,7 @@ def _covered(policy, steps: Iterable[StepEstimate], workflow_slug: str) -> list[
     ]
 
 
-def _sums(steps: list[StepEstimate]) -> tuple[Decimal | None, Decimal | None, list[str]]:
+def step_sums(steps: list[StepEstimate]) -> tuple[Decimal | None, Decimal | None, list[str]]:
     """(worst USD, expected p50 USD, unpriced models) of these steps; USD None when unknown."""
     unpriced = sorted({s.model_name for s in steps if s.unpriced})
     worst = None if unpriced else sum((s.worst_usd for s in steps), Decimal(0))
@@ -257,7 +261,7 @@ def _sums(steps: list[StepEstimate]) -> tuple[Decimal | None, Decimal | None, li
 
 
 def budget_touch(policy, project_id, steps: list[StepEstimate], workflow_slug: str) -> dict | None:
-    covered = _covered(policy, steps, workflow_slug)
+    covered = covered_steps(policy, steps, workflow_slug)
     at_admission = (
         not (policy.config.get("agent") or policy.config.get("model"))
         and policy.config.get("workflow", workflow_slug) == workflow_slug
@@ -265,7 +269,7 @@ def budget_touch(policy, project_id, steps: list[StepEstimate], workflow_slug: s
     if not covered and not at_admission:
         return None
     status = budget_status(policy, project_id)
-    worst, expected, unpriced = _sums(covered)
+    worst, expected, unpriced = step_sums(covered)
     touch = _limit(policy, worst, expected, status.remaining, unpriced)
     touch.update(
         amount_usd=money(status.amount),
@@ -293,7 +297,7 @@ def _limit(policy, worst, expected, room, unpriced) -> dict:
 
 
 def ceiling_touch(policy, steps: list[StepEstimate]) -> dict:
-    worst, expected, unpriced = _sums([s for s in steps if s.calls])
+    worst, expected, unpriced = step_sums([s for s in steps if s.calls])
     max_usd, max_tokens = config_usd(policy.config, "max_usd"), policy.config.get("max_tokens")
     touch = _limit(policy, worst, expected, max_usd, unpriced if max_usd is not None else [])
     tokens = sum(s.input_tokens + s.output_tokens for s in steps)
@@ -372,17 +376,19 @@ def step_estimates(question: Question) -> list[StepEstimate]:
 
 def _one_step(project_id, spec: dict, question: Question, caps: dict[str, int]) -> StepEstimate:
     estimate = StepEstimate(spec["key"], spec["kind"])
-    if spec["kind"] != "agent" or (question.only is not None and spec["key"] not in question.only):
+    if question.only is not None and spec["key"] not in question.only:
         return estimate
-    estimate.agent = _agent_for(project_id, spec, question.overrides.get(spec["key"], {}))
-    if estimate.agent is None or not estimate.agent.is_active:
-        estimate.notes.append(f"Agent {spec['agent']!r} is missing or disabled: the step would fail.")
-        estimate.agent = None
-        return estimate
-    prompt = _prompt_bytes(spec, question.inputs, question.outputs, caps)
-    agent_worst_case(estimate, spec, prompt)
-    estimate.notes.extend(model_refusals(project_id, estimate))
-    estimate.expected = _history(question.version, estimate)
+    if spec["kind"] == "agent":
+        estimate.agent = _agent_for(project_id, spec, question.overrides.get(spec["key"], {}))
+        if estimate.agent is None or not estimate.agent.is_active:
+            estimate.notes.append(f"Agent {spec['agent']!r} is missing or disabled: the step would fail.")
+            estimate.agent = None
+            return estimate
+        prompt = _prompt_bytes(spec, question.inputs, question.outputs, caps)
+        agent_worst_case(estimate, spec, prompt)
+        estimate.notes.extend(model_refusals(project_id, estimate))
+    if spec["kind"] not in UNTIMED:
+        estimate.expected = _history(question.version, estimate)
     return estimate
 
 
@@ -390,7 +396,7 @@ def estimate_run(question: Question, *, api_key=None) -> dict:
     version = question.version
     workflow = version.workflow
     steps = step_estimates(question)
-    worst, _, unpriced = _sums(steps)
+    worst, _, unpriced = step_sums(steps)
     priced = sum((s.worst_usd for s in steps if s.worst_usd is not None), Decimal(0))
     limits = _limits(workflow, steps)
     return {
