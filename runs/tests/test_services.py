@@ -41,6 +41,13 @@ def workflow(catalog) -> Workflow:
     return make_workflow(catalog.project)
 
 
+EXPR_LAST_SCHEMA = {
+    "type": "object",
+    "properties": {"expr": {"type": "string"}, "last": {"type": "string"}},
+    "required": ["expr", "last"],
+}
+
+
 def reload(run: Run) -> Run:
     run.refresh_from_db()
     return run
@@ -313,17 +320,12 @@ def test_retry_with_new_inputs_runs_again_the_steps_that_read_them(failed):
 
 def test_retry_with_new_inputs_never_keeps_an_output_computed_from_the_old_ones(engine, catalog):
     """n = {{ inputs.expr }} kept 18 from 6*3 after a retry with 100*2, and m computed from it."""
-    schema = {
-        "type": "object",
-        "properties": {"expr": {"type": "string"}, "last": {"type": "string"}},
-        "required": ["expr", "last"],
-    }
     workflow = make_workflow(
         catalog.project,
         tool_step("n"),
         tool_step("m", "{{ steps.n.output }} + 1", depends_on=["n"]),
         tool_step("last", "{{ inputs.last }}", depends_on=["m"]),
-        schema=schema,
+        schema=EXPR_LAST_SCHEMA,
     )
     failed = reload(start(workflow, {"expr": "6*3", "last": "1/0"}))
     assert (step_of(failed, "n").output, step_of(failed, "m").output) == (18, 19)
@@ -338,11 +340,6 @@ def test_retry_with_new_inputs_never_keeps_an_output_computed_from_the_old_ones(
 
 
 def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, catalog):
-    schema = {
-        "type": "object",
-        "properties": {"expr": {"type": "string"}, "last": {"type": "string"}},
-        "required": ["expr", "last"],
-    }
     workflow = make_workflow(
         catalog.project,
         tool_step("n"),
@@ -350,7 +347,7 @@ def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, cat
         agent_step("big", prompt="big"),
         agent_step("small", prompt="small"),
         tool_step("last", "{{ inputs.last }}", depends_on=["big"]),
-        schema=schema,
+        schema=EXPR_LAST_SCHEMA,
     )
     failed = reload(start(workflow, {"expr": "6*3", "last": "1/0"}))
     assert (failed.status, step_of(failed, "small").status) == (RunStatus.FAILED, StepStatus.SKIPPED)
