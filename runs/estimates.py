@@ -325,16 +325,22 @@ def model_refusals(project_id, estimate: StepEstimate) -> list[str]:
 # ------------------------------------------------------------------------------
 # Admission, asked for real and rolled back
 # ------------------------------------------------------------------------------
-def admission_verdict(workflow, api_key=None) -> dict:
-    """What admission (runs/engine/admission.py and the policies) would answer now. It runs in a
-    transaction that is rolled back, and records nothing: no run asked."""
+def admission_verdict(version: WorkflowVersion, api_key=None) -> dict:
+    """What admission (runs/engine/admission.py and the policies) would answer now, and whether a
+    concurrency limit would hold the run in the queue. Asked in a transaction that is rolled back,
+    recording nothing: no run asked."""
+    workflow = version.workflow
     verdict: dict = {"admitted": True, "status_code": None, "reason": "", "policy": None, "warnings": []}
+    verdict["waits_for_slot"] = None
     try:
         project_require_writable(project_id=workflow.project_id)
         with transaction.atomic():
             warnings = admission.admit(workflow=workflow, api_key=api_key)
+            wait = admission.slot_wait(workflow=workflow, definition=version.definition)
             transaction.set_rollback(True)  # admission locks limits; release them at once
         verdict["warnings"] = [{"policy": w.policy.pk, "name": w.policy.name, "reason": w.reason} for w in warnings]
+        if wait is not None:
+            verdict["waits_for_slot"] = {"policy": wait[0].pk, "name": wait[0].name, "reason": wait[1]}
     except PolicyRefused as refusal:
         policy = refusal.policy
         verdict.update(admitted=False, status_code=refusal.status_code, reason=refusal.reason)
@@ -413,7 +419,7 @@ def estimate_run(question: Question, *, api_key=None) -> dict:
         },
         "expected": expected_total(version.definition, steps),
         "limits": limits,
-        "admission": admission_verdict(workflow, api_key),
+        "admission": admission_verdict(version, api_key),
         "assumptions": [
             f"A prompt reading a tool step's output counts it as {TOOL_OUTPUT_BYTES} bytes; each tool-loop "
             f"round's tool results as {TOOL_OUTPUT_BYTES} bytes.",

@@ -234,6 +234,9 @@ class AdmissionVerdictSerializer(serializers.Serializer):
     reason = serializers.CharField()
     policy = serializers.DictField(allow_null=True)
     warnings = serializers.ListField(child=serializers.DictField())
+    waits_for_slot = serializers.DictField(
+        allow_null=True, help_text="The concurrency limit the run would wait on in the queue now, and why."
+    )
 
 
 class EstimateSerializer(serializers.Serializer):

@@ -151,6 +151,20 @@ def test_admission_is_asked_for_real_and_nothing_is_recorded(catalog):
     assert not PolicyDecision.objects.exists()
 
 
+def test_it_says_when_a_concurrency_limit_would_hold_the_run_in_the_queue(catalog):
+    workflow = make_workflow(catalog.project, agent_step("a"))
+    assert estimate_of(workflow, {"name": "Ada"})["admission"]["waits_for_slot"] is None
+    limit = PolicyFactory(project=catalog.project, kind="concurrency", name="one", config={"max_active": 1})
+    Run.objects.filter(pk=start(workflow).pk).update(status=RunStatus.RUNNING)
+
+    verdict = estimate_of(workflow, {"name": "Ada"})["admission"]
+
+    assert verdict["admitted"] is True
+    assert verdict["waits_for_slot"]["policy"] == limit.pk
+    assert "1 of 1 runs active" in verdict["waits_for_slot"]["reason"]
+    assert not PolicyDecision.objects.exists()
+
+
 def test_a_model_an_allow_list_blocks_is_noted_on_its_step(catalog):
     PolicyFactory(project=catalog.project, kind="model_allowlist", config={"models": ["openai/*"]})
     workflow = make_workflow(catalog.project, agent_step("a"))
