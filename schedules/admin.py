@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
 
 from runs.admin import ReadOnlyInline
@@ -106,6 +106,10 @@ class ScheduleAdmin(admin.ModelAdmin):
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable(self, request, queryset):
         self.message_user(request, f"Enabled {services.schedules_set_enabled(queryset=queryset, enabled=True)}.")
+        # Enabling warns, never refuses: say which budgets these schedules would run out.
+        for schedule in queryset.select_related("workflow", "version"):
+            for warning in forecast.schedule_forecast(schedule=schedule)["warnings"]:
+                self.message_user(request, f"{schedule}: {warning}", level=messages.WARNING)
 
     @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable(self, request, queryset):

@@ -82,8 +82,10 @@ def _projection(policy, project_id, fires: list[datetime], cost: Decimal | None,
     current = budget_use(policy, project_id, window_at(config, now)).total
     windows: dict[datetime | None, dict] = {}
     runs_out, oldest = None, 0
+    span = None
     for index, fire in enumerate(fires):
-        span = window_at(config, fire)
+        if span is None or config["window"] == Window.ROLLING or fire >= span.end:
+            span = window_at(config, fire)  # a calendar window holds every fire up to its end
         if config["window"] == Window.ROLLING:
             while fires[oldest] <= fire - span.length:  # fires that left the window by this one
                 oldest += 1

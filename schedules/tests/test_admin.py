@@ -361,3 +361,16 @@ def test_preview_on_the_add_form_creates_nothing(admin_client, workflow):
     assert response.context["adminform"].form.forecast["fires"] > 0
     assert not Schedule.objects.exists()
     assert not PeriodicTask.objects.filter(name__startswith="schedule:").exists()
+
+
+def test_enabling_a_schedule_that_would_run_out_a_budget_warns_and_enables_it(admin_client, workflow):
+    from policies.tests.factories import PolicyFactory
+
+    schedule = make_schedule(workflow, name="A", enabled=False)
+    PolicyFactory(project=workflow.project, name="tiny", config={"amount_usd": 0.000001, "window": "day"})
+
+    response = act(admin_client, "enable", schedule)
+
+    assert "Enabled 1." in messages_of(response)
+    assert any(m.startswith("A: Budget 'tiny'") and "run out on" in m for m in messages_of(response))
+    assert Schedule.objects.get(pk=schedule.pk).enabled is True
