@@ -313,8 +313,8 @@ def ceiling_touch(policy, steps: list[StepEstimate]) -> dict:
 def model_refusals(project_id, estimate: StepEstimate) -> list[str]:
     """Why the model allow-lists would refuse this step's calls (a blocking list fails the step)."""
     agent = estimate.agent
-    call = Call(project_id=project_id, run_id=None, step_id=0, attempt=0, agent=agent, provider=agent.provider)
-    call.model = agent.model
+    call = Call(project_id=project_id, run_id=None, step_id=0, attempt=0, agent=agent)
+    call.provider, call.model = agent.provider, agent.model
     reasons = []
     for policy in policies_for(project_id, [PolicyKind.MODEL_ALLOWLIST]):
         if objection := policy_kinds.get(policy.kind).judge(policy, call):
@@ -444,7 +444,7 @@ def estimate_start(
 ) -> dict:
     """The estimate of what run_start would start with these arguments, checked as it checks them
     (a bad input is the same 400); nothing is written."""
-    version = services.pinned_version(workflow, version)
+    version = services._pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := validation.input_errors(version.input_schema, inputs):
         raise ValidationError({"inputs": problems})

@@ -17,7 +17,7 @@ from .choices import RUN_TERMINAL, StepStatus, Trigger
 from .engine.transitions import require_run_status
 from .models import Run
 from .reuse import StepPlan, reuse_plan
-from .services import Child, admit_child, replay_of_key, request_fingerprint
+from .services import Child, _replay, admit_child, request_fingerprint
 
 
 def _agent_error(run: Run, spec: dict, change: dict) -> tuple[Agent | None, str]:
@@ -110,7 +110,7 @@ def run_replay(
     fingerprint = request_fingerprint(
         action="replay", parent=run.pk, from_step=from_step, inputs=inputs, overrides=overrides or {}
     )
-    if existing := replay_of_key(run.project_id, idempotency_key, fingerprint):
+    if existing := _replay(run.project_id, idempotency_key, fingerprint):
         return existing, False
     inputs, overrides = _checked(run, from_step, inputs, overrides)
     child = Child(

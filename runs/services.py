@@ -56,7 +56,7 @@ def request_fingerprint(**request: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def replay_of_key(project_id: Any, key: str, fingerprint: str) -> Run | None:
+def _replay(project_id: Any, key: str, fingerprint: str) -> Run | None:
     """The run an earlier request with this key created, if any; refused if it asked for something else."""
     if not key:
         return None
@@ -67,7 +67,7 @@ def replay_of_key(project_id: Any, key: str, fingerprint: str) -> Run | None:
     return existing
 
 
-def pinned_version(workflow: Workflow, version: WorkflowVersion | None) -> WorkflowVersion:
+def _pinned_version(workflow: Workflow, version: WorkflowVersion | None) -> WorkflowVersion:
     if version is not None and version.workflow_id != workflow.pk:
         raise ValidationError({"version": "That version belongs to another workflow."})
     version = version or latest_published_version(workflow)
@@ -103,10 +103,10 @@ def run_start(
         priority=priority,
         task_agent=task_agent.pk if task_agent else None,
     )
-    if existing := replay_of_key(workflow.project_id, idempotency_key, fingerprint):
+    if existing := _replay(workflow.project_id, idempotency_key, fingerprint):
         return existing, False
     project_require_writable(project_id=workflow.project_id)
-    version = pinned_version(workflow, version)
+    version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := validation.input_errors(version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
@@ -119,7 +119,7 @@ def run_start(
             create=lambda: _create(workflow, version, inputs, user, trigger, idempotency_key, **fields),
         )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
-        if (first := replay_of_key(workflow.project_id, idempotency_key, fingerprint)) is None:
+        if (first := _replay(workflow.project_id, idempotency_key, fingerprint)) is None:
             raise
         return first, False
     return run, True
@@ -193,7 +193,7 @@ def run_retry(
     for run_start."""
     inputs = run.inputs if inputs is None else inputs
     fingerprint = request_fingerprint(action="retry", parent=run.pk, inputs=inputs)
-    if existing := replay_of_key(run.project_id, idempotency_key, fingerprint):
+    if existing := _replay(run.project_id, idempotency_key, fingerprint):
         return existing, False
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
     project_require_writable(project_id=run.project_id)
@@ -226,7 +226,7 @@ def admit_child(parent: Run, child: Child, fingerprint: str) -> tuple[Run, bool]
             workflow=parent.workflow, api_key=child.api_key, create=lambda: _create_child(parent, child)
         )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
-        if (first := replay_of_key(parent.project_id, child.key.get("idempotency_key", ""), fingerprint)) is None:
+        if (first := _replay(parent.project_id, child.key.get("idempotency_key", ""), fingerprint)) is None:
             raise
         return first, False
     return made, True
