@@ -19,6 +19,7 @@ class Action(models.TextChoices):
     RESUME = "resume", "Resumed"
     CANCEL = "cancel", "Cancelled a run"
     RETRY = "retry", "Retried a run"
+    REPLAY = "replay", "Replayed a run"
     APPROVE = "approve", "Approved a step"
     REJECT = "reject", "Rejected a step"
     FREEZE = "freeze", "Froze a project"

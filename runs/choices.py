@@ -42,6 +42,7 @@ class Trigger(models.TextChoices):
     API = "api", "API"
     SCHEDULE = "schedule", "Schedule"
     RETRY = "retry", "Retry"
+    REPLAY = "replay", "Replay"
     CLI = "cli", "Command line"
     ADMIN = "admin", "Admin"
 

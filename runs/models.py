@@ -66,6 +66,14 @@ class Run(models.Model):
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
     unpriced_calls = models.PositiveIntegerField(default=0, help_text="Calls to models with no known price.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    from_step = models.CharField(
+        max_length=64, blank=True, default="", help_text='A replay: the step it started from, e.g. "summarize".'
+    )
+    overrides = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='A replay\'s per-step changes, e.g. {"summarize": {"model": "gpt-4o-mini"}}.',
+    )
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_fingerprint = models.CharField(
         max_length=64,
@@ -145,6 +153,12 @@ class RunStep(models.Model):
     unpriced_calls = models.PositiveIntegerField(default=0)
     latency_ms = models.FloatField(null=True, blank=True, help_text="Time spent in providers and tools.")
     reused_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    plan_reason = models.CharField(
+        max_length=300,
+        blank=True,
+        default="",
+        help_text='In a retry or replay, why the step was reused or runs again, e.g. "its input changed".',
+    )
     hold = models.JSONField(
         default=dict,
         blank=True,

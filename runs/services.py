@@ -3,6 +3,7 @@ schedules all come through here."""
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -28,6 +29,7 @@ from .engine import admission, dispatch
 from .engine.core import DISPATCH_GRACE
 from .engine.transitions import TransitionRefused, emit, move_run, move_step, require_run_status
 from .models import Approval, Run, RunStep
+from .reuse import StepPlan, reuse_plan
 
 DEFAULT_ATTEMPTS = 3
 
@@ -144,7 +146,8 @@ def _create(workflow, version, inputs, user, trigger, idempotency_key, **fields)
     return run
 
 
-def _steps_for(run: Run, definition: dict, reuse: dict[str, RunStep] | None = None) -> list[RunStep]:
+def _steps_for(run: Run, definition: dict, plan: list[StepPlan] | None = None) -> list[RunStep]:
+    decided = {step.key: step for step in plan or []}
     steps = []
     for position, spec in enumerate(definition["steps"]):
         step = RunStep(
@@ -154,7 +157,9 @@ def _steps_for(run: Run, definition: dict, reuse: dict[str, RunStep] | None = No
             position=position,
             max_attempts=spec.get("retry", {}).get("attempts", DEFAULT_ATTEMPTS),
         )
-        previous = (reuse or {}).get(spec["key"])
+        if (decision := decided.get(spec["key"])) is not None:
+            step.plan_reason = decision.reason
+        previous = decision.reused if decision is not None else None
         if previous is not None:
             step.status, step.output, step.input, step.reused_from = (
                 previous.status,  # succeeded, or skipped by a condition that is reused too
@@ -190,9 +195,11 @@ def run_cancel(*, run: Run) -> Run:
 def run_retry(
     *, run: Run, user: User | None = None, inputs: dict | None = None, api_key=None, idempotency_key: str = ""
 ) -> tuple[Run, bool]:
-    """A new run of the same pinned version, reusing the outputs of the steps that succeeded.
-    Admitted like any new run: rate limits and exhausted budgets apply. Returns (run, created): a
-    repeated idempotency key returns the first retry, as for run_start."""
+    """A new run of the same pinned version that reuses what the failed run did, where nothing the
+    step read has changed (runs/reuse.py: its rendered input is identical and every step it depends
+    on is reused); everything else runs again. Admitted like any new run: rate limits and exhausted
+    budgets apply. Returns (run, created): a repeated idempotency key returns the first retry, as
+    for run_start."""
     inputs = run.inputs if inputs is None else inputs
     fingerprint = request_fingerprint(action="retry", parent=run.pk, inputs=inputs)
     if existing := _replay(run.project_id, idempotency_key, fingerprint):
@@ -202,50 +209,84 @@ def run_retry(
     project_require_runnable(project_id=run.project_id)
     if problems := validation.input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
-    # Skipped steps stay skipped: the condition that ruled them out is reused, not run again, so
-    # nothing would mark its untaken branch, and the planner would start it once the condition
-    # (reused, succeeded) is all it waits for.
-    reusable = {step.key: step for step in run.steps.filter(status__in=[StepStatus.SUCCEEDED, StepStatus.SKIPPED])}
+    plan = reuse_plan(run=run, inputs=inputs)
     key = {"idempotency_key": idempotency_key, "request_fingerprint": fingerprint if idempotency_key else ""}
+    child = Child(trigger=Trigger.RETRY, inputs=inputs, plan=plan, user=user, api_key=api_key, key=key)
+    return admit_child(run, child, fingerprint)
+
+
+@dataclass
+class Child:
+    """A run made from a finished one (a retry or a replay): what it runs with and what it keeps."""
+
+    trigger: str
+    inputs: dict
+    plan: list[StepPlan]
+    user: User | None = None
+    api_key: Any = None
+    key: dict = field(default_factory=dict)  # idempotency_key and request_fingerprint
+    from_step: str = ""
+    overrides: dict = field(default_factory=dict)
+
+
+def admit_child(parent: Run, child: Child, fingerprint: str) -> tuple[Run, bool]:
+    """Admit and write ``child`` of ``parent``, as run_start does a new run."""
     try:
-        retry = admission.admitted(
-            workflow=run.workflow,
-            api_key=api_key,
-            create=lambda: _create_retry(run, user, inputs, reusable, api_key, key),
+        made = admission.admitted(
+            workflow=parent.workflow, api_key=child.api_key, create=lambda: _create_child(parent, child)
         )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
-        if (first := _replay(run.project_id, idempotency_key, fingerprint)) is None:
+        if (first := _replay(parent.project_id, child.key.get("idempotency_key", ""), fingerprint)) is None:
             raise
         return first, False
-    return retry, True
+    return made, True
 
 
-def _record_retry(run: Run, retry: Run) -> None:
-    audit_record(action=Action.RETRY, obj=run, project_id=run.project_id, changes={"retried_as": [None, str(retry.pk)]})
+def _record_child(run: Run, made: Run, child: "Child") -> None:
+    """The trail's line on the parent: who retried or replayed it, and as which run."""
+    if child.trigger == Trigger.RETRY:
+        action, changes = Action.RETRY, {"retried_as": [None, str(made.pk)]}
+    else:
+        action, changes = Action.REPLAY, {"replayed_as": [None, str(made.pk)]}
+        if child.from_step:
+            changes["from_step"] = [None, child.from_step]
+        if child.overrides:
+            changes["overrides"] = [None, child.overrides]
+    audit_record(action=action, obj=run, project_id=run.project_id, changes=changes)
 
 
-def _create_retry(run: Run, user, inputs: dict, reusable: dict[str, RunStep], api_key, key: dict) -> Run:
-    retry = Run.objects.create(
+def _create_child(run: Run, child: Child) -> Run:
+    made = Run.objects.create(
         project_id=run.project_id,
         workflow_id=run.workflow_id,
         workflow_version=run.workflow_version,
-        trigger=Trigger.RETRY,
-        created_by=user,
-        inputs=inputs,
+        trigger=child.trigger,
+        created_by=child.user,
+        inputs=child.inputs,
         parent=run,
+        from_step=child.from_step,
+        overrides=child.overrides,
         title=run.title,
         priority=run.priority,
         task_agent=run.task_agent,
-        api_key=api_key,
-        **key,
+        api_key=child.api_key,
+        **child.key,
     )
-    RunStep.objects.bulk_create(_steps_for(retry, run.workflow_version.definition, reuse=reusable))
-    emit(retry.pk, EventType.RUN_QUEUED, payload={"trigger": Trigger.RETRY, "parent": str(run.pk)})
-    for step in retry.steps.filter(reused_from__isnull=False):
-        emit(retry.pk, EventType.STEP_REUSED, step=step, payload={"key": step.key, "from_run": str(run.pk)})
-    dispatch.advance_on_commit(retry.pk)
-    _record_retry(run, retry)
-    return retry
+    RunStep.objects.bulk_create(_steps_for(made, run.workflow_version.definition, plan=child.plan))
+    payload = {"trigger": child.trigger, "parent": str(run.pk)}
+    if child.from_step:
+        payload["from_step"] = child.from_step
+    emit(made.pk, EventType.RUN_QUEUED, payload=payload)
+    for step in made.steps.filter(reused_from__isnull=False):
+        emit(
+            made.pk,
+            EventType.STEP_REUSED,
+            step=step,
+            payload={"key": step.key, "from_run": str(run.pk), "reason": step.plan_reason},
+        )
+    dispatch.advance_on_commit(made.pk)
+    _record_child(run, made, child)
+    return made
 
 
 #: Nobody below this decides an approval, whatever a gate or policy names: viewers only read,

@@ -8,7 +8,7 @@ from projects.models import Project
 from runs.admin import ReadOnlyInline
 from sparkops.lib.errors import Refused
 
-from . import services
+from . import forecast, services
 from .freeze import project_freeze, project_unfreeze
 from .models import Schedule, ScheduleFire
 
@@ -53,6 +53,9 @@ class ScheduleAdminForm(forms.ModelForm):
             "jitter_seconds",
         ]
 
+    #: Set by a "Preview forecast" submit: what the schedule as filled in would spend.
+    forecast: dict | None = None
+
     def clean(self):
         cleaned = super().clean()
         if self.errors:
@@ -60,7 +63,16 @@ class ScheduleAdminForm(forms.ModelForm):
         candidate = Schedule(**cleaned)
         for field, problems in services.schedule_errors(candidate).items():
             self.add_error(field if field in self.fields else None, problems)
+        if "_forecast" in self.data and not self.errors:
+            self.preview(candidate)
         return cleaned
+
+    def preview(self, candidate: Schedule) -> None:
+        """Show the forecast of the unsaved schedule; the form stays unsaved (a preview is not a save)."""
+        period = self.data.get("_forecast_period", forecast.DEFAULT_PERIOD)
+        period = period if period in forecast.PERIODS else forecast.DEFAULT_PERIOD
+        self.forecast = forecast.schedule_forecast(schedule=candidate, period=period)
+        raise forms.ValidationError("Forecast shown below; nothing was saved. Save to keep these settings.")
 
 
 @admin.register(Schedule)
@@ -74,6 +86,15 @@ class ScheduleAdmin(admin.ModelAdmin):
     readonly_fields = ["paused_reason", "paused_by_freeze", "last_fire_at", "next_fire_at", "created_at", "updated_at"]
     inlines = [ScheduleFireInline]
     actions = ["enable", "disable", "run_now"]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return super().add_view(request, form_url, {"stored_forecast": None} | (extra_context or {}))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The forecast of the schedule as saved, until a preview shows the one of the form."""
+        schedule = self.get_object(request, object_id)
+        extra = {"stored_forecast": forecast.schedule_forecast(schedule=schedule) if schedule else None}
+        return super().change_view(request, object_id, form_url, extra | (extra_context or {}))
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -90,6 +111,10 @@ class ScheduleAdmin(admin.ModelAdmin):
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable(self, request, queryset):
         self.message_user(request, f"Enabled {services.schedules_set_enabled(queryset=queryset, enabled=True)}.")
+        # Enabling warns, never refuses: say which budgets these schedules would run out.
+        for schedule in queryset.select_related("workflow", "version"):
+            for warning in forecast.schedule_forecast(schedule=schedule)["warnings"]:
+                self.message_user(request, f"{schedule}: {warning}", level=messages.WARNING)
 
     @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable(self, request, queryset):

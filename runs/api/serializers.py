@@ -34,6 +34,7 @@ class RunStepSerializer(serializers.ModelSerializer):
             "unpriced_calls",
             "latency_ms",
             "reused_from",
+            "plan_reason",
             "hold",
             "queued_at",
             "started_at",
@@ -66,6 +67,8 @@ class RunSerializer(serializers.ModelSerializer):
             "cost_usd",
             "unpriced_calls",
             "parent",
+            "from_step",
+            "overrides",
             "idempotency_key",
             "task_agent",
             "waiting_on",
@@ -103,6 +106,11 @@ class RunCreateSerializer(serializers.Serializer):
     )
     title = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
     priority = serializers.IntegerField(required=False, default=0, min_value=-100, max_value=100)
+    dry_run = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Answer with the estimate and the admission verdict instead of starting the run; nothing is written.",
+    )
 
     def validate(self, attrs: dict) -> dict:
         version = attrs.get("workflow_version")
@@ -118,6 +126,58 @@ class RunFromWorkflowSerializer(serializers.Serializer):
         required=False, min_value=1, help_text="A published version number; default the latest."
     )
     title = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
+def inputs_object(value):
+    if not isinstance(value, dict):
+        raise serializers.ValidationError('A JSON object, e.g. {"topic": "solar"}.')
+    return value
+
+
+class RunEstimateSerializer(RunCreateSerializer):
+    """The body of POST /runs; ``dry_run`` is implied."""
+
+    dry_run = None
+
+
+class StepOverrideSerializer(serializers.Serializer):
+    agent = serializers.SlugField(required=False, max_length=64, help_text="Another agent of the project, by slug.")
+    model = serializers.CharField(
+        required=False, max_length=140, help_text='A model of the agent\'s provider, e.g. "gpt-4o-mini".'
+    )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and (unknown := set(data) - set(self.fields)):
+            raise serializers.ValidationError({name: ["Not a field of an override."] for name in sorted(unknown)})
+        return super().to_internal_value(data)
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs:
+            raise serializers.ValidationError("Give agent, model or both.")
+        return attrs
+
+
+class RunReplaySerializer(serializers.Serializer):
+    from_step = serializers.RegexField(
+        r"^[a-z][a-z0-9_]*$",
+        required=False,
+        default="",
+        max_length=64,
+        help_text="This step and every step after it run again; the others are reused where nothing they read changed.",
+    )
+    inputs = serializers.JSONField(required=False, help_text="New inputs; default the replayed run's.")
+    overrides = serializers.DictField(
+        child=StepOverrideSerializer(),
+        required=False,
+        default=dict,
+        help_text='Per agent step: {"summarize": {"model": "gpt-4o-mini"}} or {"draft": {"agent": "writer"}}.',
+    )
+    dry_run = serializers.BooleanField(
+        required=False, default=False, help_text="Preview: which steps are reused, which run again, what it may cost."
+    )
+
+    def validate_inputs(self, value):
+        return inputs_object(value)
 
 
 class RunRetrySerializer(serializers.Serializer):
@@ -141,3 +201,72 @@ class StartTaskSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
     priority = serializers.IntegerField(required=False, default=0, min_value=-100, max_value=100)
+
+
+# ------------------------------------------------------------------------------
+# Estimates and replay previews (answers only: documented for the schema)
+# ------------------------------------------------------------------------------
+MONEY = {"allow_null": True, "help_text": 'USD as a decimal string, e.g. "0.001234"; null when a model is unpriced.'}
+
+
+class WorstCaseSerializer(serializers.Serializer):
+    cost_usd = serializers.CharField(**MONEY)
+    priced_cost_usd = serializers.CharField(help_text="The priced steps alone.")
+    tokens = serializers.IntegerField()
+    calls = serializers.IntegerField()
+    unpriced_models = serializers.ListField(child=serializers.CharField())
+
+
+class ExpectedSerializer(serializers.Serializer):
+    cost_usd_p50 = serializers.CharField()
+    cost_usd_p95 = serializers.CharField()
+    duration_ms_p50 = serializers.IntegerField()
+    duration_ms_p95 = serializers.IntegerField()
+    history_runs = serializers.IntegerField()
+    basis = serializers.CharField(help_text='"history", or "history and worst case" when some steps have none.')
+
+
+class AdmissionVerdictSerializer(serializers.Serializer):
+    admitted = serializers.BooleanField()
+    status_code = serializers.IntegerField(
+        allow_null=True, help_text="What POST /runs would answer instead: 422, 429, 409."
+    )
+    reason = serializers.CharField()
+    policy = serializers.DictField(allow_null=True)
+    warnings = serializers.ListField(child=serializers.DictField())
+    waits_for_slot = serializers.DictField(
+        allow_null=True, help_text="The concurrency limit the run would wait on in the queue now, and why."
+    )
+
+
+class EstimateSerializer(serializers.Serializer):
+    workflow = serializers.UUIDField()
+    workflow_version = serializers.IntegerField()
+    version = serializers.IntegerField()
+    steps = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Per step: key, kind, agent, provider, model, price_id, calls, worst_case, expected, notes.",
+    )
+    worst_case = WorstCaseSerializer()
+    expected = ExpectedSerializer(allow_null=True, help_text="null without history: the worst case alone.")
+    limits = serializers.ListField(
+        child=serializers.DictField(), help_text="Budgets and run ceilings the run would touch, and whether it fits."
+    )
+    admission = AdmissionVerdictSerializer()
+    assumptions = serializers.ListField(child=serializers.CharField())
+
+
+class DryRunSerializer(EstimateSerializer):
+    dry_run = serializers.BooleanField(help_text="Always true: nothing was started.")
+
+
+class StepPlanSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    reuse = serializers.BooleanField()
+    reason = serializers.CharField()
+
+
+class ReplayPreviewSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    steps = StepPlanSerializer(many=True)
+    estimate = EstimateSerializer(help_text="Of the steps that run again only.")

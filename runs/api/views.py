@@ -1,5 +1,13 @@
+import json
+
 from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -12,16 +20,21 @@ from sparkops.roles import Role
 from workflows.models import Workflow
 from workflows.selectors import version_of
 
-from .. import services
+from .. import estimates, replay, services
 from ..choices import Decision, Trigger
 from ..filtersets import RunFilterSet
 from ..models import Run, RunEvent
 from .serializers import (
     DecisionSerializer,
+    DryRunSerializer,
+    EstimateSerializer,
+    ReplayPreviewSerializer,
     RunCreateSerializer,
     RunDetailSerializer,
+    RunEstimateSerializer,
     RunEventSerializer,
     RunFromWorkflowSerializer,
+    RunReplaySerializer,
     RunRetrySerializer,
     RunSerializer,
     RunStepSerializer,
@@ -48,6 +61,13 @@ REFUSED = {
 }
 
 
+STARTED_OR_DRY_RUN = PolymorphicProxySerializer(
+    component_name="RunOrDryRun",
+    serializers=[RunDetailSerializer, DryRunSerializer],
+    resource_type_field_name=None,
+)
+
+
 def idempotency_key_of(request) -> str:
     return request.headers.get("Idempotency-Key", "")[:200]
 
@@ -72,8 +92,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     ordering_fields = ["queued_at"]
     search_fields = ["title", "idempotency_key"]
     ordering = ("-queued_at", "-id")  # the cursor's order: newest queued first
-    action_roles = {"approve": Role.VIEWER, "reject": Role.VIEWER}  # the step's own role is checked by the service
-    writable_when_archived = frozenset({"cancel"})  # work still running in an archived project can be stopped
+    # approve, reject: the step's own role is checked by the service. estimate writes nothing.
+    action_roles = {"approve": Role.VIEWER, "reject": Role.VIEWER, "estimate": Role.VIEWER}
+    # Work still running in an archived project can be stopped; an estimate there says it would be refused.
+    writable_when_archived = frozenset({"cancel", "estimate"})
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -88,7 +110,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         summary="Start a run of a workflow's latest published version, or of a given version",
         request=RunCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
+        responses={
+            201: RunDetailSerializer,
+            200: OpenApiResponse(
+                STARTED_OR_DRY_RUN,
+                description="The run a repeated Idempotency-Key created; or, with dry_run, the estimate and verdict.",
+            ),
+            **REFUSED,
+        },
     )
     def create(self, request):
         payload = RunCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -96,6 +125,14 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         data = payload.validated_data
         workflow = data["workflow"]
         self.check_project_role(workflow.project_id, Role.DEVELOPER)
+        if data["dry_run"]:
+            estimate = estimates.estimate_start(
+                workflow=workflow,
+                version=data.get("workflow_version"),
+                inputs=data["inputs"],
+                api_key=api_key_of(request),
+            )
+            return Response({"dry_run": True, **estimate})
         run, created = services.run_start(
             workflow=workflow,
             version=data.get("workflow_version"),
@@ -139,6 +176,62 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             idempotency_key=idempotency_key_of(request),
         )
         return start_response(retry, created, request)
+
+    @extend_schema(
+        summary="Estimate a run before starting it: worst case, expected cost and duration, limits, admission",
+        request=RunEstimateSerializer,
+        responses={200: EstimateSerializer},
+    )
+    @action(detail=False, methods=["post"])
+    def estimate(self, request):
+        payload = RunEstimateSerializer(data=request.data, context=self.get_serializer_context())
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        self.check_project_role(data["workflow"].project_id, Role.VIEWER)
+        return Response(
+            estimates.estimate_start(
+                workflow=data["workflow"],
+                version=data.get("workflow_version"),
+                inputs=data["inputs"],
+                api_key=api_key_of(request),
+            )
+        )
+
+    @extend_schema(
+        summary="Replay a finished run from a step, with new inputs and per-step agent or model overrides",
+        request=RunReplaySerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={
+            201: RunDetailSerializer,
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="ReplayOrPreview",
+                    serializers=[RunDetailSerializer, ReplayPreviewSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="The replay a repeated Idempotency-Key created; or, with dry_run, the preview.",
+            ),
+            **CONFLICT,
+            **REFUSED,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def replay(self, request, pk=None):
+        run = self.get_object()
+        payload = RunReplaySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        asked = {"from_step": data["from_step"], "inputs": data.get("inputs"), "overrides": data["overrides"]}
+        if data["dry_run"]:
+            return Response(replay.replay_preview(run=run, api_key=api_key_of(request), **asked))
+        made, created = replay.run_replay(
+            run=run,
+            user=request.user,
+            api_key=api_key_of(request),
+            idempotency_key=idempotency_key_of(request),
+            **asked,
+        )
+        return start_response(made, created, request)
 
     @extend_schema(summary="The run's steps", responses=RunStepSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
@@ -230,6 +323,43 @@ class WorkflowRunViewSet(ProjectScopedGenericViewSet):
             api_key=api_key_of(request),
         )
         return start_response(run, created, request)
+
+    @extend_schema(
+        summary="Estimate a run of this workflow: worst case, expected cost and duration, limits, admission",
+        parameters=[
+            OpenApiParameter("version", int, description="A published version number; default the latest."),
+            OpenApiParameter("inputs", str, description='The run\'s inputs as JSON, e.g. {"topic": "solar"}.'),
+        ],
+        responses={200: EstimateSerializer},
+        tags=["runs"],
+    )
+    @action(detail=True, methods=["get"])
+    def estimate(self, request, pk=None):
+        workflow = self.get_object()
+        version = _version_param(workflow, request.query_params.get("version"))
+        inputs = _inputs_param(request.query_params.get("inputs", "{}"))
+        return Response(
+            estimates.estimate_start(workflow=workflow, version=version, inputs=inputs, api_key=api_key_of(request))
+        )
+
+
+def _version_param(workflow: Workflow, raw: str | None):
+    if raw is None:
+        return None
+    version = version_of(workflow, int(raw)) if raw.isdigit() and len(raw) < 10 else None
+    if version is None:
+        raise exceptions.ValidationError({"version": [f"Workflow has no version {raw!r}."]})
+    return version
+
+
+def _inputs_param(raw: str) -> dict:
+    try:
+        inputs = json.loads(raw)
+    except (ValueError, RecursionError):
+        inputs = None
+    if not isinstance(inputs, dict):
+        raise exceptions.ValidationError({"inputs": ['A JSON object, e.g. {"topic": "solar"}.']})
+    return inputs
 
 
 class AgentStartTaskViewSet(ProjectScopedGenericViewSet):

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from policies import admission as policy_admission
 from policies.admission import AdmissionWarning
@@ -133,6 +134,29 @@ def may_take_slot(run: Run) -> bool:
         run.waiting_on = policy
         _decided(run, policy, Outcome.QUEUED, reason, EventType.RUN_HELD)
     return False
+
+
+def slot_wait(*, workflow, definition: dict, priority: int = 0) -> tuple[Policy, str] | None:
+    """The concurrency limit a new run of ``definition`` would wait on if it were queued now, and
+    why; None when it would start. Asks the limits as a queued run does (may_take_slot), for a run
+    that does not exist: call inside a transaction that is rolled back (slot_judge locks)."""
+    mine = Contender(
+        pk=None,
+        holds_slot=False,
+        waiting=True,
+        priority=priority,
+        queued_at=timezone.now(),
+        waiting_on=None,
+        workflow_slug=workflow.slug,
+        task_agent_slug=None,
+        agents=_agents_of(definition),
+    )
+    verdict = policy_admission.slot_judge(
+        project_id=workflow.project_id,
+        run_id=None,
+        contenders=lambda with_agents: [*_contenders(workflow.project_id, with_agents), mine],
+    )
+    return None if verdict is None else verdict.blocking
 
 
 def _clear_hold(run: Run) -> bool:

@@ -41,6 +41,13 @@ def workflow(catalog) -> Workflow:
     return make_workflow(catalog.project)
 
 
+EXPR_LAST_SCHEMA = {
+    "type": "object",
+    "properties": {"expr": {"type": "string"}, "last": {"type": "string"}},
+    "required": ["expr", "last"],
+}
+
+
 def reload(run: Run) -> Run:
     run.refresh_from_db()
     return run
@@ -264,7 +271,15 @@ def failed(engine, catalog) -> Run:
     return run
 
 
-def test_retry_reuses_succeeded_steps_and_runs_the_failed_one_again(failed, team):
+def test_retry_reuses_succeeded_steps_whose_input_is_unchanged_and_runs_the_failed_one_again(engine, catalog, team):
+    workflow = make_workflow(
+        catalog.project,
+        agent_step("a", prompt="Start"),
+        tool_step("calc", depends_on=["a"]),
+        agent_step("c", prompt="Result {{ steps.calc.output }}", depends_on=["calc"]),
+        schema=EXPR_SCHEMA,
+    )
+    failed = reload(start(workflow, {"expr": "1/0"}))
     user = team.members[Role.DEVELOPER]
 
     retry = reload(services.run_retry(run=failed, user=user, inputs={"expr": "6*7"})[0])
@@ -279,10 +294,12 @@ def test_retry_reuses_succeeded_steps_and_runs_the_failed_one_again(failed, team
     assert retry.inputs == {"expr": "6*7"}
     a, old_a = step_of(retry, "a"), step_of(failed, "a")
     assert (a.status, a.reused_from, a.output) == (StepStatus.SUCCEEDED, old_a, old_a.output)
+    assert a.plan_reason == "same input, and every step it depends on is reused"
     assert llm_calls(retry, "a") == 0
     assert events(retry, EventType.STEP_REUSED)[0].step == a
     calc = step_of(retry, "calc")
     assert (calc.status, calc.output, calc.attempt, calc.reused_from) == (StepStatus.SUCCEEDED, 42, 1, None)
+    assert calc.plan_reason == "it was failed in the run replayed"
     assert retry.outputs["c"] == "echo: Result 42"
     assert llm_calls(retry, "c") == 1
     # The failed run is left as it was.
@@ -290,12 +307,39 @@ def test_retry_reuses_succeeded_steps_and_runs_the_failed_one_again(failed, team
     assert step_of(failed, "calc").status == StepStatus.FAILED
 
 
+def test_retry_with_new_inputs_runs_again_the_steps_that_read_them(failed):
+    """A step whose rendered input changed is not reused, and neither is what depends on it."""
+    retry = reload(services.run_retry(run=failed, inputs={"expr": "6*7"})[0])
+
+    assert retry.status == RunStatus.SUCCEEDED
+    assert step_of(retry, "a").reused_from is None
+    assert step_of(retry, "a").plan_reason == "its input changed"
+    assert step_of(retry, "a").output == "echo: Start 6*7"
+    assert llm_calls(retry, "a") == 1
+
+
+def test_retry_with_new_inputs_never_keeps_an_output_computed_from_the_old_ones(engine, catalog):
+    """n = {{ inputs.expr }} kept 18 from 6*3 after a retry with 100*2, and m computed from it."""
+    workflow = make_workflow(
+        catalog.project,
+        tool_step("n"),
+        tool_step("m", "{{ steps.n.output }} + 1", depends_on=["n"]),
+        tool_step("last", "{{ inputs.last }}", depends_on=["m"]),
+        schema=EXPR_LAST_SCHEMA,
+    )
+    failed = reload(start(workflow, {"expr": "6*3", "last": "1/0"}))
+    assert (step_of(failed, "n").output, step_of(failed, "m").output) == (18, 19)
+
+    retry = reload(services.run_retry(run=failed, inputs={"expr": "100*2", "last": "1"})[0])
+
+    assert retry.status == RunStatus.SUCCEEDED
+    assert (step_of(retry, "n").output, step_of(retry, "m").output) == (200, 201)
+    assert step_of(retry, "n").plan_reason == "its input changed"
+    assert step_of(retry, "m").plan_reason == "it depends on 'n', which runs again"
+    assert not events(retry, EventType.STEP_REUSED)
+
+
 def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, catalog):
-    schema = {
-        "type": "object",
-        "properties": {"expr": {"type": "string"}, "last": {"type": "string"}},
-        "required": ["expr", "last"],
-    }
     workflow = make_workflow(
         catalog.project,
         tool_step("n"),
@@ -303,7 +347,7 @@ def test_retry_keeps_the_branch_a_reused_condition_ruled_out_skipped(engine, cat
         agent_step("big", prompt="big"),
         agent_step("small", prompt="small"),
         tool_step("last", "{{ inputs.last }}", depends_on=["big"]),
-        schema=schema,
+        schema=EXPR_LAST_SCHEMA,
     )
     failed = reload(start(workflow, {"expr": "6*3", "last": "1/0"}))
     assert (failed.status, step_of(failed, "small").status) == (RunStatus.FAILED, StepStatus.SKIPPED)

@@ -1,9 +1,10 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from sparkops.api.viewsets import ProjectField, ScopedRelatedField
 from workflows.models import Workflow, WorkflowVersion
 
-from .. import cron
+from .. import cron, forecast
 from ..choices import CatchupPolicy, OverlapPolicy
 from ..models import Schedule, ScheduleFire
 
@@ -90,3 +91,40 @@ class FreezeOutcomeSerializer(serializers.Serializer):
     )
     runs_cancelled = serializers.ListField(child=serializers.UUIDField())
     api_keys_revoked = serializers.ListField(child=serializers.UUIDField())
+
+
+class ForecastSerializer(serializers.Serializer):
+    """A schedule's forecast (answers only: documented for the schema)."""
+
+    period = serializers.ChoiceField(choices=forecast.PERIODS)
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField(help_text="A day, a week or a month later on the schedule's local calendar.")
+    timezone = serializers.CharField()
+    enabled = serializers.BooleanField(help_text="The forecast is of the schedule as if enabled.")
+    fires = serializers.IntegerField(help_text="Fires in [start, end), from our cron reading, DST included.")
+    first_fire = serializers.DateTimeField(allow_null=True)
+    last_fire = serializers.DateTimeField(allow_null=True)
+    per_run = serializers.DictField(help_text="worst_case_usd, expected_usd, expected_from_history, unpriced_models.")
+    spend = serializers.DictField(help_text="worst_case_usd and expected_usd over the period (null: unpriced).")
+    budgets = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Each budget its runs count against: per window the spend projected with this schedule, "
+        "and runs_out_at (expected) / runs_out_at_worst_case.",
+    )
+    warnings = serializers.ListField(child=serializers.CharField(), help_text="A warning never refuses the schedule.")
+
+
+class ScheduleWithForecastSerializer(ScheduleSerializer):
+    """A schedule as created, edited or resumed, with the forecast of what it will spend while
+    enabled (null while disabled)."""
+
+    forecast = serializers.SerializerMethodField()
+
+    class Meta(ScheduleSerializer.Meta):
+        fields = [*ScheduleSerializer.Meta.fields, "forecast"]
+
+    @extend_schema_field(ForecastSerializer(allow_null=True))
+    def get_forecast(self, schedule: Schedule) -> dict | None:
+        if not schedule.enabled:
+            return None
+        return forecast.schedule_forecast(schedule=schedule, period=self.context.get("period", forecast.DEFAULT_PERIOD))

@@ -12,28 +12,40 @@ from sparkops.api.access import api_key_of
 from sparkops.api.viewsets import UUID_PATTERN, ProjectScopedGenericViewSet, ProjectScopedViewSet, assign
 from sparkops.roles import Role
 
-from .. import cron, services
+from .. import cron, forecast, services
 from ..choices import FireOutcome
 from ..filtersets import ScheduleFilterSet
 from ..freeze import FreezeOutcome, project_freeze, project_unfreeze
 from ..models import Schedule
 from .serializers import (
+    ForecastSerializer,
     FreezeOutcomeSerializer,
     FreezeSerializer,
     PreviewSerializer,
     ScheduleFireSerializer,
     ScheduleSerializer,
+    ScheduleWithForecastSerializer,
 )
 
 MAX_PREVIEW = 100
+PERIOD = OpenApiParameter(
+    "period",
+    str,
+    enum=forecast.PERIODS,
+    description=f"The forecast's period from now: day, week or month (default {forecast.DEFAULT_PERIOD}).",
+)
+#: Answers that carry the schedule's forecast (null while it is disabled).
+WITH_FORECAST = {"create", "update", "partial_update", "resume"}
 
 
 @extend_schema_view(
     list=extend_schema(summary="List schedules"),
-    create=extend_schema(summary="Create a schedule (admin)"),
+    create=extend_schema(summary="Create a schedule (admin); the answer carries its forecast", parameters=[PERIOD]),
     retrieve=extend_schema(summary="Get a schedule with its next fire time"),
-    partial_update=extend_schema(summary="Edit a schedule (admin); beat sees it within seconds"),
-    update=extend_schema(summary="Replace a schedule (admin)"),
+    partial_update=extend_schema(
+        summary="Edit a schedule (admin); beat sees it within seconds; with its forecast", parameters=[PERIOD]
+    ),
+    update=extend_schema(summary="Replace a schedule (admin); with its forecast", parameters=[PERIOD]),
     destroy=extend_schema(summary="Delete a schedule and its beat task (admin)"),
 )
 class ScheduleViewSet(ProjectScopedViewSet):
@@ -47,6 +59,15 @@ class ScheduleViewSet(ProjectScopedViewSet):
     ordering_fields = ["name", "next_fire_at", "created_at"]
     write_role = Role.ADMIN
     project_changes_ignored = True
+
+    def get_serializer_class(self):
+        return ScheduleWithForecastSerializer if self.action in WITH_FORECAST else super().get_serializer_class()
+
+    def get_serializer_context(self) -> dict:
+        context = super().get_serializer_context()
+        if self.action in WITH_FORECAST:
+            context["period"] = _period(self.request)
+        return context
 
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)
@@ -69,7 +90,10 @@ class ScheduleViewSet(ProjectScopedViewSet):
         return Response(self.get_serializer(schedule).data)
 
     @extend_schema(
-        summary="Resume from now on; missed slots are not replayed (admin)", request=None, responses=ScheduleSerializer
+        summary="Resume from now on; missed slots are not replayed (admin); with the forecast",
+        request=None,
+        parameters=[PERIOD],
+        responses=ScheduleWithForecastSerializer,
     )
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
@@ -105,6 +129,16 @@ class ScheduleViewSet(ProjectScopedViewSet):
             for instant in services.preview(schedule, count, timezone.now())
         ]
         return Response({"timezone": schedule.timezone, "fires": fires})
+
+    @extend_schema(
+        summary="Forecast: fires in the period, expected and worst-case spend, budgets it would run out",
+        parameters=[PERIOD],
+        responses=ForecastSerializer,
+    )
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def forecast(self, request, pk=None):
+        schedule = self.get_object()
+        return Response(forecast.schedule_forecast(schedule=schedule, period=_period(request)))
 
     @extend_schema(
         summary="The schedule's fire ledger, newest first",
@@ -172,3 +206,10 @@ class ProjectFreezeViewSet(ProjectScopedGenericViewSet):
     def _answer(project: Project, outcome: FreezeOutcome) -> Response:
         data = {"project": project.pk, "frozen_at": project.frozen_at, "frozen_reason": project.frozen_reason}
         return Response(FreezeOutcomeSerializer({**data, **vars(outcome)}).data)
+
+
+def _period(request) -> str:
+    period = request.query_params.get("period", forecast.DEFAULT_PERIOD)
+    if period not in forecast.PERIODS:
+        raise serializers.ValidationError({"period": [f"One of {', '.join(forecast.PERIODS)}."]})
+    return period

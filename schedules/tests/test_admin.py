@@ -313,3 +313,64 @@ def test_run_now_reports_a_run_that_cannot_start(admin_client, workflow):
     assert "Hourly digest: failed workflow: The workflow is inactive." in messages_of(response)
     assert ScheduleFire.objects.get().outcome == FireOutcome.FAILED
     assert not Run.objects.exists()
+
+
+# ------------------------------------------------------------------------------
+# The forecast panel
+# ------------------------------------------------------------------------------
+def test_the_change_page_shows_the_forecast_of_the_saved_schedule(admin_client, workflow):
+    schedule = make_schedule(workflow)
+
+    response = admin_client.get(reverse("admin:schedules_schedule_change", args=[schedule.pk]))
+
+    assert response.status_code == 200
+    assert response.context["stored_forecast"]["period"] == "month"
+    assert b"Forecast: the next month (as saved)" in response.content
+    assert b"Preview forecast (saves nothing)" in response.content
+
+
+def test_preview_shows_the_forecast_of_the_form_and_saves_nothing(admin_client, workflow):
+    from policies.tests.factories import PolicyFactory
+
+    schedule = make_schedule(workflow)
+    PolicyFactory(project=workflow.project, name="tiny", config={"amount_usd": 0.000001, "window": "day"})
+    url = reverse("admin:schedules_schedule_change", args=[schedule.pk])
+    data = form_data(workflow, name="Renamed", cron="*/5 * * * *", timezone="UTC") | {
+        "_forecast": "1",
+        "_forecast_period": "day",
+    }
+
+    response = admin_client.post(url, data)
+
+    assert response.status_code == 200
+    preview = response.context["adminform"].form.forecast
+    assert (preview["period"], preview["fires"]) == ("day", 288)
+    assert "'tiny'" in preview["warnings"][0]
+    assert b"nothing was saved" in response.content
+    assert b"would run out on" in response.content
+    schedule.refresh_from_db()
+    assert (schedule.name, schedule.cron) == ("Hourly digest", "0 * * * *")
+
+
+def test_preview_on_the_add_form_creates_nothing(admin_client, workflow):
+    data = form_data(workflow) | {"_forecast": "1"}
+
+    response = admin_client.post(reverse("admin:schedules_schedule_add"), data)
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.forecast["fires"] > 0
+    assert not Schedule.objects.exists()
+    assert not PeriodicTask.objects.filter(name__startswith="schedule:").exists()
+
+
+def test_enabling_a_schedule_that_would_run_out_a_budget_warns_and_enables_it(admin_client, workflow):
+    from policies.tests.factories import PolicyFactory
+
+    schedule = make_schedule(workflow, name="A", enabled=False)
+    PolicyFactory(project=workflow.project, name="tiny", config={"amount_usd": 0.000001, "window": "day"})
+
+    response = act(admin_client, "enable", schedule)
+
+    assert "Enabled 1." in messages_of(response)
+    assert any(m.startswith("A: Budget 'tiny'") and "run out on" in m for m in messages_of(response))
+    assert Schedule.objects.get(pk=schedule.pk).enabled is True

@@ -275,6 +275,11 @@ MATRIX: dict[tuple[str, str], Op] = {
     ("POST", "/runs/{id}/cancel"): Op(DEVELOPER, lambda t: (f"/runs/{run_in(t).pk}/cancel", None)),
     ("PATCH", "/runs/{id}/cancel"): Op(DEVELOPER, lambda t: (f"/runs/{run_in(t).pk}/cancel", None)),
     ("POST", "/runs/{id}/retry"): Op(DEVELOPER, lambda t: (f"/runs/{run_in(t, RunStatus.FAILED).pk}/retry", {})),
+    ("POST", "/runs/{id}/replay"): Op(DEVELOPER, lambda t: (f"/runs/{run_in(t, RunStatus.FAILED).pk}/replay", {})),
+    # An estimate writes nothing: whoever reads runs may ask what one would cost.
+    ("POST", "/runs/estimate"): Op(
+        VIEWER, lambda t: ("/runs/estimate", {"workflow": str(workflow(t).pk), "inputs": INPUTS})
+    ),
     # The step's role: this gate names admin. No gate names a role below developer.
     ("POST", "/runs/{id}/steps/{key}/approve"): Op(
         ADMIN, lambda t: (f"/runs/{parked_run(t).pk}/steps/gate/approve", {"comment": "ok"})

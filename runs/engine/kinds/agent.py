@@ -27,13 +27,14 @@ from .base import StepKind
 
 
 def run(ctx: StepContext) -> str:
-    agent = (
-        Agent.objects.select_related("credential").filter(project_id=ctx.run.project_id, slug=ctx.spec["agent"]).first()
-    )
+    # A replay may run this step with another agent of the project, or the same agent on another model.
+    override = (ctx.run.overrides or {}).get(ctx.step.key, {})
+    slug = override.get("agent") or ctx.spec["agent"]
+    agent = Agent.objects.select_related("credential").filter(project_id=ctx.run.project_id, slug=slug).first()
     if agent is None or not agent.is_active:
-        raise StepFailed(
-            f"Agent {ctx.spec['agent']!r} is missing or disabled.", permanent=True, kind="AgentUnavailable"
-        )
+        raise StepFailed(f"Agent {slug!r} is missing or disabled.", permanent=True, kind="AgentUnavailable")
+    if override.get("model"):
+        agent.model = override["model"]  # never saved: the agent keeps its model for other runs
     prompt = ctx.render(ctx.spec["prompt"])
     save_input(ctx, {"agent": agent.slug, "prompt": prompt}, agent=agent, provider=agent.provider, model=agent.model)
     return _converse(ctx, agent, prompt)

@@ -2,6 +2,7 @@
 
 import json
 import operator
+from collections.abc import Callable
 from typing import Any
 
 from workflows import dag
@@ -31,10 +32,15 @@ def _coerce(value: Any) -> Any:
     return value
 
 
+def operands(spec: dict, render: Callable[[str], str]) -> tuple[Any, Any]:
+    """The two sides of the comparison, rendered (strings are templates) and read as JSON where
+    they parse. Also what a replay compares to decide whether the step may be reused."""
+    left, right = (_coerce(render(side) if isinstance(side, str) else side) for side in (spec["left"], spec["right"]))
+    return left, right
+
+
 def run(ctx: StepContext) -> dict:
-    left = _coerce(ctx.render(ctx.spec["left"]) if isinstance(ctx.spec["left"], str) else ctx.spec["left"])
-    right_raw = ctx.spec["right"]
-    right = _coerce(ctx.render(right_raw) if isinstance(right_raw, str) else right_raw)
+    left, right = operands(ctx.spec, ctx.render)
     try:
         outcome = bool(_COMPARE[ctx.spec["op"]](left, right))
     except TypeError as exc:
