@@ -3,6 +3,8 @@ from django.contrib import admin
 from django.forms.models import BaseInlineFormSet
 
 from runs.admin import ReadOnlyInline
+from sparkops.admin_scoping import ProjectScopedAdmin
+from sparkops.roles import Role
 
 from . import services
 from .models import Schedule, ScheduleFire
@@ -59,7 +61,8 @@ class ScheduleAdminForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ProjectScopedAdmin):
+    write_role = Role.ADMIN
     form = ScheduleAdminForm
     list_display = ["name", "project", "workflow", "cron", "timezone", "enabled", "next_fire_at", "last_fire_at"]
     list_filter = ["enabled", "overlap_policy", "catchup_policy"]
