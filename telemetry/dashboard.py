@@ -71,7 +71,11 @@ def dashboard(request) -> dict:
 # ------------------------------------------------------------------------------
 def cards(project_ids: list, now: datetime, chosen: Project | None) -> list[dict]:
     runs = Run.objects.filter(project_id__in=project_ids)
-    waiting_steps = RunStep.objects.filter(status=StepStatus.WAITING_APPROVAL, run__project_id__in=project_ids)
+    waiting_steps = RunStep.objects.filter(  # through active runs: their index, not every step ever
+        status=StepStatus.WAITING_APPROVAL,
+        run__project_id__in=project_ids,
+        run__status__in=[RunStatus.RUNNING, RunStatus.WAITING_APPROVAL],
+    )
     scope = f"&project={chosen.pk}" if chosen else ""
     run_list, step_list = reverse("admin:runs_run_changelist"), reverse("admin:runs_runstep_changelist")
     queued = runs.filter(status=RunStatus.QUEUED)
