@@ -117,7 +117,7 @@ class StepWorkflowFilter(WorkflowFilter):
 # ------------------------------------------------------------------------------
 @admin.register(Run)
 class RunAdmin(ProjectScopedAdmin):
-    list_display = ["label", "status_badge", "project", "trigger", "run_duration", "cost", "queued", "finished"]
+    list_display = ["label", "status_badge", "project", "run_duration", "cost", "queued", "finished"]
     list_display_links = ["label"]
     list_filter = ["status", ProjectFilter, WorkflowFilter, "trigger", FinishedFilter]
     list_select_related = ["workflow", "project"]
@@ -242,7 +242,7 @@ class RunAdmin(ProjectScopedAdmin):
                 for step in steps
                 if step.status == StepStatus.WAITING_APPROVAL
             ],
-            "events": events.get_page(request.GET.get("events_page")),
+            "events": _with_payload_text(events.get_page(request.GET.get("events_page"))),
             "may_cancel": may_operate
             and run.status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL),
             "may_retry": may_operate and run.status in (RunStatus.FAILED, RunStatus.CANCELLED),
@@ -320,6 +320,12 @@ class RunAdmin(ProjectScopedAdmin):
         else:
             self.message_user(request, f"Step {key}: {decision}.", level=messages.SUCCESS)
         return self._back(run)
+
+
+def _with_payload_text(page):
+    for event in page:
+        event.payload_text = excerpt(event.payload)
+    return page
 
 
 def _text(exc: Exception) -> str:

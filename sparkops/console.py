@@ -49,11 +49,23 @@ def span(delta: timedelta) -> str:
 
 
 def millis(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f} ms"
+    """e.g. 1,250 ms, 33 ms, 0.04 ms."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f} ms" if value >= 10 else f"{value:.2f}".rstrip("0").rstrip(".") + " ms"
+
+
+def seconds(value: float | None) -> str:
+    return "—" if value is None else span(timedelta(seconds=value))
 
 
 def usd(value: Decimal | None) -> str:
-    """Cents for sums that reach them, micro-dollars for single cheap calls."""
+    """Cents for sums of a dollar or more, micro-dollars for cheap calls: $12.50, $0.0142, $0.000011."""
     if value is None:
         return "—"
-    return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.4f}".rstrip("0").rstrip(".") if value else "$0"
+    if not value:
+        return "$0"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    places = 4 if abs(value) >= Decimal("0.01") else 6
+    return f"${value:.{places}f}".rstrip("0").rstrip(".")

@@ -24,7 +24,7 @@ from runs.admin import finished_since
 from runs.choices import RunStatus, StepStatus
 from runs.models import Run, RunStep
 from sparkops.admin_scoping import projects_with
-from sparkops.console import usd
+from sparkops.console import seconds, usd
 from sparkops.roles import Role
 
 from .metrics import percentile, spend_breakdown
@@ -53,13 +53,16 @@ def dashboard(request) -> dict:
     chosen = next((p for p in projects if str(p.pk) == request.GET.get("project")), None)
     project_ids = [chosen.pk] if chosen else [p.pk for p in projects]
     now = timezone.now()
+    chart_data = charts(project_ids, now)
+    week = chart_data["durations"]["week"]
     return {
         "projects": projects,
         "project": chosen,
         "now": now,
         "cards": cards(project_ids, now, chosen),
         "budgets": budget_rows(project_ids, {p.pk: p for p in projects}),
-        "charts": charts(project_ids, now),
+        "charts": chart_data,
+        "durations": {"p50": seconds(week["p50"]), "p95": seconds(week["p95"])},
         # Worker and beat liveness: the integrator sets this from telemetry.liveness.liveness()
         # ({"worker": {"state", "age_seconds", "detail"}, "beat": {...}}); None hides the cards.
         "liveness": None,
