@@ -90,7 +90,7 @@ class PolicyAdmin(ProjectScopedAdmin):
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
-        if not request.user.is_superuser:  # a global policy applies to every project: superusers' only
+        if not request.user.is_superuser and "project" in form.base_fields:  # a global policy: superusers' only
             form.base_fields["project"].required = True
         return form
 

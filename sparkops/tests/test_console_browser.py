@@ -6,6 +6,7 @@ screenshots in docs/ are taken here.
 Skipped, saying why, only when chromium or chromedriver is not installed (.ci/run installs them).
 """
 
+import os
 import random
 import shutil
 from datetime import timedelta
@@ -24,6 +25,8 @@ from runs.models import Run
 from runs.tests.factories import agent_step, approval_step, bare_run, make_catalog, make_workflow, start
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+#: Where the screenshots go: docs/ when SPARKOPS_SCREENSHOTS=docs (to refresh README's pictures),
+#: else the test's temporary folder, so a test run leaves the tree as it was.
 DOCS = Path(settings.BASE_DIR) / "docs"
 PASSWORD = "a-long-passphrase"
 
@@ -84,13 +87,22 @@ def history(project, catalog) -> None:
         bare_run(brief, status=status, title="Overnight digest")
 
 
-def test_an_operator_reads_the_dashboard_and_approves_a_step_from_the_run_page(live_server, browser, engine_inline):
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    return DOCS if os.environ.get("SPARKOPS_SCREENSHOTS") == "docs" else tmp_path
+
+
+def test_an_operator_reads_the_dashboard_and_approves_a_step_from_the_run_page(
+    live_server, browser, engine_inline, shots
+):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
     project = ProjectFactory(name="Research bots")
-    operator = UserFactory(email="ops@example.com", password=PASSWORD, is_staff=True, is_superuser=True)
+    operator = UserFactory(
+        email="ops@example.com", name="Ada Operator", password=PASSWORD, is_staff=True, is_superuser=True
+    )
     MembershipFactory(user=operator, project=project, role="owner")
     catalog = make_catalog(project)
     history(project, catalog)
@@ -120,7 +132,7 @@ def test_an_operator_reads_the_dashboard_and_approves_a_step_from_the_run_page(l
     )
     assert all(drawn[name] > 0 for name in ("runs", "spend", "durations", "agents", "models", "workflows")), drawn
     browser.set_window_size(1400, 1350)
-    browser.save_screenshot(str(DOCS / "console-dashboard.png"))
+    browser.save_screenshot(str(shots / "console-dashboard.png"))
     browser.set_window_size(1400, 1000)
 
     # The run list reads well; the run page shows the step waiting for approval.
@@ -130,13 +142,13 @@ def test_an_operator_reads_the_dashboard_and_approves_a_step_from_the_run_page(l
     for column in ("project", "run_duration", "cost", "finished"):  # all in view on a 1400 px screen
         header = browser.find_element(By.CSS_SELECTOR, f"#result_list thead th.column-{column}")
         assert header.rect["x"] + header.rect["width"] <= shown["x"] + shown["width"], column
-    browser.save_screenshot("/tmp/console-run-list.png")
+    browser.save_screenshot(str(shots / "console-runs.png"))
     row = browser.find_element(By.CSS_SELECTOR, "#result_list tbody tr")
     assert f"Gated-Post · Launch note · {run.short_id}" in row.text
     row.find_element(By.LINK_TEXT, str(run)).click()
     approval = browser.find_element(By.ID, "approval-sign_off")
     assert "waiting for approval" in approval.text
-    browser.save_screenshot(str(DOCS / "console-run.png"))
+    browser.save_screenshot(str(shots / "console-run.png"))
 
     approval.find_element(By.NAME, "comment").send_keys("Reads well, ship it")
     approval.find_element(By.CSS_SELECTOR, "button.approve").click()
