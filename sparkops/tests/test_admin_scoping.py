@@ -210,3 +210,23 @@ def test_staff_in_no_project_see_no_list_and_may_add_nothing_but_a_project():
     assert client.get("/admin/agents/agent/").status_code == 403
     assert client.get("/admin/agents/agent/add/").status_code == 403
     assert client.get("/admin/projects/project/add/").status_code == 200
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.DEVELOPER, Role.ADMIN, Role.OWNER])
+def test_every_page_of_ours_opens_for_scoped_staff_of_each_role(three, role):
+    from django.contrib import admin
+
+    mine, *_ = three
+    PolicyFactory(project=mine)
+    client = staff({mine: role})
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label not in APPS:
+            continue
+        base = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        listed = client.get(base)
+        assert listed.status_code == 200, base
+        assert client.get(f"{base}add/").status_code in (200, 403), base
+        for row in listed.context["cl"].result_list[:2]:
+            assert client.get(f"{base}{row.pk}/change/").status_code == 200, (base, row.pk)
+    assert client.get("/admin/").status_code == 200
+    assert client.get("/admin/policies/policy/budgets/").status_code == 200
