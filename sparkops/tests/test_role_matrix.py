@@ -6,7 +6,8 @@ outsider (a member of another project only) and an API key (role admin, made by 
 An allowed caller gets a 2xx, or a 4xx about the request that is neither 403 nor 404 (e.g. 409
 for a state the object is not in); a refused member gets 403; an outsider gets 404 (or, for a
 body naming the project, 400 saying the project does not exist); a refused key gets 403.
-The Django admin's actions are at the end of the module.
+The Django admin's actions are at the end of the module: each needs its model permission and, for
+staff who are not superusers, the same least role in the row's project.
 """
 
 import itertools
