@@ -77,6 +77,7 @@ class ApiKeyAdmin(ProjectScopedAdmin):
     """Admins issue and revoke their project's keys; members see and revoke the keys they made."""
 
     write_role = Role.ADMIN
+    writable_when_archived = True
     # The list holds only keys the user may revoke: their own, and all of their admin projects'.
     action_roles = {"revoke": Role.VIEWER}
     form = ApiKeyAdminForm

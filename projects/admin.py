@@ -69,6 +69,7 @@ class MembershipInline(admin.TabularInline):
 class ProjectAdmin(ProjectScopedAdmin):
     project_path = ""
     write_role = Role.ADMIN
+    writable_when_archived = True  # to unarchive it
     delete_role = Role.OWNER
     list_display = ["name", "slug", "archived", "created_by", "created_at", "dashboard"]
     list_filter = ["archived", "created_at"]
@@ -114,6 +115,7 @@ class MembershipAdminForm(forms.ModelForm):
 class MembershipAdmin(ProjectScopedAdmin):
     form = MembershipAdminForm
     write_role = Role.ADMIN
+    writable_when_archived = True  # who may read the history
     list_display = ["user", "project", "role", "created_at"]
     list_filter = ["role"]
     list_select_related = ["user", "project"]

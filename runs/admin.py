@@ -11,10 +11,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from policies.exceptions import PolicyRefused
 from projects.models import Project
 from sparkops.admin_scoping import ProjectScopedAdmin, projects_with, role_of
 from sparkops.console import badge, duration, millis, usd, when
+from sparkops.lib.errors import Refused
 from sparkops.roles import Role
 from workflows.models import Workflow
 
@@ -199,7 +199,7 @@ class RunAdmin(ProjectScopedAdmin):
             try:
                 retry, _ = services.run_retry(run=run, user=request.user)
                 self.message_user(request, f"{run}: retried as {retry.short_id}.")
-            except (services.TransitionRefused, ValidationError, PolicyRefused) as exc:
+            except (services.TransitionRefused, ValidationError, Refused) as exc:
                 self.message_user(request, f"{run}: {exc}", level=messages.WARNING)
 
     # ---------------------------------------------------------------- the run page
@@ -270,7 +270,7 @@ class RunAdmin(ProjectScopedAdmin):
         if request.method == "POST":
             try:
                 message = act(run)
-            except (services.TransitionRefused, ValidationError, PolicyRefused) as exc:
+            except (services.TransitionRefused, ValidationError, Refused) as exc:
                 self.message_user(request, f"{run}: {exc}", level=messages.WARNING)
             else:
                 self.message_user(request, message, level=messages.SUCCESS)

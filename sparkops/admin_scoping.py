@@ -20,6 +20,7 @@ from projects.models import Membership, Project
 from sparkops.roles import Role
 
 _CACHE_ATTR = "_sparkops_admin_roles"
+_ARCHIVED_ATTR = "_sparkops_admin_archived"
 
 
 def admin_roles(request) -> dict[uuid.UUID, str]:
@@ -34,6 +35,15 @@ def admin_roles(request) -> dict[uuid.UUID, str]:
 def projects_with(request, role: str) -> list[uuid.UUID]:
     """The projects where the user holds at least ``role``."""
     return [pid for pid, have in admin_roles(request).items() if Role.at_least(have, role)]
+
+
+def archived_projects(request) -> frozenset:
+    """The archived projects, read once per request: they are read-only (README "Projects and members")."""
+    archived = getattr(request, _ARCHIVED_ATTR, None)
+    if archived is None:
+        archived = frozenset(Project.objects.filter(archived=True).values_list("pk", flat=True))
+        setattr(request, _ARCHIVED_ATTR, archived)
+    return archived
 
 
 def role_of(request, project_id) -> str | None:
@@ -69,6 +79,9 @@ class ProjectScopedAdmin(admin.ModelAdmin):
     action_roles: dict[str, str] = {}
     #: Rows outside any project (global policies) are seen by all staff, written by superusers.
     global_rows = False
+    #: An archived project is read-only, for superusers too, except what README names: its
+    #: members and keys, and unarchiving it.
+    writable_when_archived = False
 
     # ---------------------------------------------------------------- rows
     @property
@@ -96,11 +109,13 @@ class ProjectScopedAdmin(admin.ModelAdmin):
     def may(self, request, role: str, obj=None) -> bool:
         """Whether the user holds ``role`` in the object's project, or in some project when no
         object is given (a list offers the button; the row decides)."""
+        project_id = None if obj is None else self.project_id_of(obj)
+        if role != self.read_role and not self.writable_when_archived and project_id in archived_projects(request):
+            return False
         if request.user.is_superuser:
             return True
         if obj is None:
             return bool(projects_with(request, role))
-        project_id = self.project_id_of(obj)
         if project_id is None:
             return self.global_rows and role == self.read_role
         return Role.at_least(admin_roles(request).get(project_id), role)
@@ -157,11 +172,12 @@ class ProjectScopedAdmin(admin.ModelAdmin):
 
 
 def scoped_choices(site, model, request, role: str) -> QuerySet | None:
+    if model is Project:  # a new row goes into a project that takes writes
+        projects = Project.objects.filter(archived=False)
+        return projects if request.user.is_superuser else projects.filter(pk__in=projects_with(request, role))
     if request.user.is_superuser:
         return None
     projects = projects_with(request, role)
-    if model is Project:
-        return Project.objects.filter(pk__in=projects)
     related_admin = site._registry.get(model)
     if not isinstance(related_admin, ProjectScopedAdmin):
         return None

@@ -219,7 +219,7 @@ def test_every_page_of_ours_opens_for_scoped_staff_of_each_role(three, role):
     mine, *_ = three
     PolicyFactory(project=mine)
     client = staff({mine: role})
-    for model, model_admin in admin.site._registry.items():
+    for model in admin.site._registry:
         if model._meta.app_label not in APPS:
             continue
         base = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
@@ -230,3 +230,20 @@ def test_every_page_of_ours_opens_for_scoped_staff_of_each_role(three, role):
             assert client.get(f"{base}{row.pk}/change/").status_code == 200, (base, row.pk)
     assert client.get("/admin/").status_code == 200
     assert client.get("/admin/policies/policy/budgets/").status_code == 200
+
+
+def test_an_archived_project_is_read_only_in_the_admin_for_superusers_too(three):
+    mine, *_, agents = three
+    mine.archived = True
+    mine.save()
+    superuser = Client()
+    superuser.force_login(UserFactory(is_staff=True, is_superuser=True))
+    owner = staff({mine: Role.OWNER})
+
+    for client in (superuser, owner):
+        page = client.get(f"/admin/agents/agent/{agents['Mine'].pk}/change/")
+        assert page.context["has_change_permission"] is False
+        assert page.context["has_delete_permission"] is False
+        assert mine not in client.get("/admin/agents/agent/add/").context["adminform"].form.fields["project"].queryset
+    # Unarchiving, and its members, stay in reach.
+    assert owner.get(f"/admin/projects/project/{mine.pk}/change/").context["has_change_permission"] is True
