@@ -10,4 +10,6 @@ register = template.Library()
 @register.inclusion_tag("admin/console/dashboard.html", takes_context=True)
 def console_dashboard(context) -> dict:
     request = context["request"]
+    if not request.user.has_perm("runs.view_run"):  # the dashboard is about runs: staff who may not read them see none
+        return {"hidden": True}
     return {"request": request, **dashboard(request)}

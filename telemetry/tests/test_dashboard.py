@@ -102,6 +102,17 @@ def test_staff_see_counts_of_their_projects_only(stocked, team):
     assert hidden.context["project"] is None  # a project not theirs is not shown
 
 
+def test_staff_who_may_not_view_runs_get_no_dashboard(stocked, team):
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_agent"))
+    MembershipFactory(user=staff, project=team.project, role="owner")
+
+    response = logged_in(staff).get("/admin/")
+
+    assert response.status_code == 200
+    assert 'id="console-dashboard"' not in response.text
+
+
 @override_settings(SPARKOPS_DASHBOARD_CACHE_SECONDS=0)  # every view reads the charts afresh
 def test_the_dashboard_costs_the_same_queries_however_many_runs(stocked):
     client = superuser_client()
