@@ -137,12 +137,12 @@ def test_an_operator_reads_the_dashboard_and_approves_a_step_from_the_run_page(
 
     # The run list reads well; the run page shows the step waiting for approval.
     browser.get(f"{live_server.url}/admin/runs/run/")
-    browser.find_element(By.LINK_TEXT, "Waiting for approval").click()
     shown = browser.find_element(By.CSS_SELECTOR, "#changelist .results").rect  # scrolls what is wider
     for column in ("project", "run_duration", "cost", "finished"):  # all in view on a 1400 px screen
         header = browser.find_element(By.CSS_SELECTOR, f"#result_list thead th.column-{column}")
         assert header.rect["x"] + header.rect["width"] <= shown["x"] + shown["width"], column
     browser.save_screenshot(str(shots / "console-runs.png"))
+    browser.find_element(By.LINK_TEXT, "Waiting for approval").click()
     row = browser.find_element(By.CSS_SELECTOR, "#result_list tbody tr")
     assert f"Gated-Post · Launch note · {run.short_id}" in row.text
     row.find_element(By.LINK_TEXT, str(run)).click()
