@@ -1,6 +1,9 @@
 from django import forms
 from django.contrib import admin
 
+from sparkops.admin_scoping import ProjectScopedAdmin, SuperuserWrites
+from sparkops.roles import Role
+
 from . import providers, services
 from .models import Agent, ModelPrice, ProviderCredential, Tool
 
@@ -19,7 +22,8 @@ class CredentialAdminForm(forms.ModelForm):
 
 
 @admin.register(ProviderCredential)
-class CredentialAdmin(admin.ModelAdmin):
+class CredentialAdmin(ProjectScopedAdmin):
+    write_role = Role.ADMIN
     form = CredentialAdminForm
     list_display = ["name", "project", "provider", "base_url", "has_secret", "updated_at"]
     list_filter = ["provider"]
@@ -75,7 +79,7 @@ class AgentAdminForm(forms.ModelForm):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(ProjectScopedAdmin):
     form = AgentAdminForm
     list_display = ["name", "project", "provider", "model", "status", "health_status", "health_checked_at"]
     list_filter = ["status", "provider", "health_status"]
@@ -126,7 +130,7 @@ class ToolAdminForm(forms.ModelForm):
 
 
 @admin.register(Tool)
-class ToolAdmin(admin.ModelAdmin):
+class ToolAdmin(ProjectScopedAdmin):
     form = ToolAdminForm
     list_display = ["name", "slug", "project", "kind", "risk_class", "requires_approval", "enabled"]
     list_filter = ["kind", "risk_class", "requires_approval", "enabled"]
@@ -139,7 +143,9 @@ class ToolAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(SuperuserWrites, admin.ModelAdmin):
+    """One price table for every project: staff who are not superusers read it."""
+
     list_display = ["provider", "model", "input_usd_per_mtok", "output_usd_per_mtok", "effective_from"]
     list_filter = ["provider"]
     search_fields = ["provider", "model"]

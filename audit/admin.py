@@ -1,11 +1,17 @@
 from django.contrib import admin
 
+from sparkops.admin_scoping import ProjectScopedAdmin
+from sparkops.roles import Role
+
 from .models import AuditEntry
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    """Read-only: the trail is written by the services, never by hand."""
+class AuditEntryAdmin(ProjectScopedAdmin):
+    """Read-only: the trail is written by the services, never by hand. Staff read the entries of
+    projects they administer, as GET /audit answers project admins."""
+
+    read_role = write_role = Role.ADMIN
 
     list_display = ["at", "actor_label", "channel", "action", "object_type", "object_repr", "project", "client_address"]
     list_filter = ["channel", "action", "object_type"]

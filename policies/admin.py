@@ -11,6 +11,8 @@ from django.utils.html import format_html, format_html_join
 
 from agents import providers
 from projects.models import Project
+from sparkops.admin_scoping import ProjectScopedAdmin, projects_with
+from sparkops.roles import Role
 
 from . import kinds, selectors, services
 from .choices import PolicyKind
@@ -69,7 +71,9 @@ class ScopeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(ProjectScopedAdmin):
+    write_role = Role.ADMIN
+    global_rows = True  # global policies: every staff member reads them, superusers write them
     form = PolicyAdminForm
     change_list_template = "admin/policies/policy/change_list.html"
     list_display = ["name", "project_or_global", "kind", "action", "enabled", "priority"]
@@ -83,6 +87,12 @@ class PolicyAdmin(admin.ModelAdmin):
         ("Configuration", {"fields": ["config", "config_examples"]}),
         ("Record", {"fields": ["created_by", "created_at", "updated_at"]}),
     ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if not request.user.is_superuser and "project" in form.base_fields:  # a global policy: superusers' only
+            form.base_fields["project"].required = True
+        return form
 
     @admin.display(description="project", ordering="project__name")
     def project_or_global(self, policy: Policy) -> str:
@@ -114,7 +124,10 @@ class PolicyAdmin(admin.ModelAdmin):
         """Every budget of every active project: spent, reserved, remaining, window, projection."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        projects = {p.pk: p for p in Project.objects.filter(archived=False).order_by("name")}
+        projects = Project.objects.filter(archived=False).order_by("name")
+        if not request.user.is_superuser:
+            projects = projects.filter(pk__in=projects_with(request, self.read_role))
+        projects = {p.pk: p for p in projects}
         by_project = {pk: [] for pk in projects}
         for status in selectors.budgets_of(list(projects)):
             by_project[status.project_id].append(_budget_row(status))
@@ -139,7 +152,7 @@ def _budget_row(status: selectors.BudgetStatus) -> dict:
     }
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ProjectScopedAdmin):
     """Rows the engine writes: operators read them, nobody edits them here."""
 
     # No COUNT(*) over the whole table for the paginator and the filter sidebar.

@@ -116,7 +116,12 @@ class Run(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.workflow_id} run {self.pk}"
+        """``workflow · title · short id``, e.g. "Research brief · Weekly digest · 3f2a9c1e"."""
+        return " · ".join(part for part in (self.workflow.name, self.title, self.short_id) if part)
+
+    @property
+    def short_id(self) -> str:
+        return str(self.pk)[:8]
 
     @property
     def is_terminal(self) -> bool:

@@ -6,7 +6,9 @@ from django.template.response import TemplateResponse
 from projects import admin as projects_admin
 from projects.models import Project
 from runs.admin import ReadOnlyInline
+from sparkops.admin_scoping import ProjectScopedAdmin
 from sparkops.lib.errors import Refused
+from sparkops.roles import Role
 
 from . import forecast, services
 from .freeze import project_freeze, project_unfreeze
@@ -76,7 +78,8 @@ class ScheduleAdminForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ProjectScopedAdmin):
+    write_role = Role.ADMIN
     form = ScheduleAdminForm
     list_display = ["name", "project", "workflow", "cron", "timezone", "enabled", "next_fire_at", "last_fire_at"]
     list_filter = ["enabled", "overlap_policy", "catchup_policy"]

@@ -3,7 +3,9 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
 from runs.admin import ReadOnlyInline
+from sparkops.admin_scoping import ProjectScopedAdmin
 from sparkops.lib.errors import Conflict
+from sparkops.roles import Role
 
 from . import services
 from .models import Delivery, DeliveryAttempt, Endpoint
@@ -24,7 +26,9 @@ class EndpointAdminForm(forms.ModelForm):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(ProjectScopedAdmin):
+    # An endpoint sends project data outside, as in the API: admins read and write them.
+    read_role = write_role = Role.ADMIN
     form = EndpointAdminForm
     list_display = ["__str__", "project", "kind", "enabled", "consecutive_failures", "disabled_reason", "created_at"]
     list_filter = ["kind", "enabled"]
@@ -50,7 +54,8 @@ class AttemptInline(ReadOnlyInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ProjectScopedAdmin):
+    read_role = write_role = Role.ADMIN
     list_display = ["id", "event_type", "endpoint", "status", "attempts", "last_status_code", "next_attempt_at"]
     list_filter = ["status", "event_type", "endpoint__kind"]
     list_select_related = ["endpoint"]

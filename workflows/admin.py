@@ -4,6 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.forms.fields import InvalidJSONInput
 
+from sparkops.admin_scoping import ProjectScopedAdmin
+
 from . import selectors, services, validation
 from .definition import same_json
 from .models import Workflow, WorkflowVersion
@@ -112,10 +114,10 @@ class WorkflowVersionInline(admin.TabularInline):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(ProjectScopedAdmin):
     form = WorkflowAdminForm
     list_display = ["name", "slug", "project", "active", "latest_version_number", "updated_at"]
-    list_filter = ["active", ("project", admin.RelatedOnlyFieldListFilter)]
+    list_filter = ["active", ("project", admin.RelatedOnlyFieldListFilter)]  # scoped by get_queryset
     list_select_related = ["project"]
     search_fields = ["name", "slug", "description", "project__name"]
     autocomplete_fields = ["project"]
@@ -148,7 +150,8 @@ class WorkflowAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(admin.ModelAdmin):
+class WorkflowVersionAdmin(ProjectScopedAdmin):
+    project_path = "workflow__project"
     """Read-only: versions are added by editing their workflow, and changed by nothing."""
 
     list_display = ["workflow", "number", "published", "published_at", "created_by", "created_at"]

@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.tests.factories import UserFactory
 from policies.choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
 from policies.models import Policy
-from projects.tests.factories import ProjectFactory
+from projects.tests.factories import MembershipFactory, ProjectFactory
 
 from .factories import PolicyDecisionFactory, PolicyFactory, SpendEntryFactory
 
@@ -297,6 +297,9 @@ def test_the_budget_overview_needs_the_view_policy_permission(db):
 
     staff.user_permissions.add(Permission.objects.get(codename="view_policy", content_type__app_label="policies"))
     staff = type(staff).objects.get(pk=staff.pk)  # a fresh instance: permissions are cached
+    assert logged_in(staff).get(BUDGETS).status_code == 403  # and a role in some project
+
+    MembershipFactory(user=staff, role="viewer")
     assert logged_in(staff).get(BUDGETS).status_code == 200
 
 

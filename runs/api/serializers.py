@@ -270,3 +270,52 @@ class ReplayPreviewSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
     steps = StepPlanSerializer(many=True)
     estimate = EstimateSerializer(help_text="Of the steps that run again only.")
+
+
+class WaitingApprovalSerializer(serializers.ModelSerializer):
+    """A step waiting for a decision, as the approvals inbox lists it."""
+
+    step = serializers.CharField(source="key", read_only=True)
+    run = serializers.UUIDField(source="run_id", read_only=True)
+    run_label = serializers.CharField(source="run.__str__", read_only=True)
+    project = serializers.UUIDField(source="run.project_id", read_only=True)
+    workflow = serializers.UUIDField(source="run.workflow_id", read_only=True)
+    reason = serializers.SerializerMethodField(help_text="Why a policy parked it; empty for an approval gate.")
+    role = serializers.SerializerMethodField(help_text="The least role that decides it, e.g. admin.")
+    can_decide = serializers.SerializerMethodField(help_text="Whether the caller may approve or reject it.")
+    approve_url = serializers.SerializerMethodField()
+    reject_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = RunStep
+        fields = [
+            "id",
+            "step",
+            "kind",
+            "run",
+            "run_label",
+            "project",
+            "workflow",
+            "reason",
+            "role",
+            "can_decide",
+            "queued_at",
+            "started_at",
+            "approve_url",
+            "reject_url",
+        ]
+
+    def get_reason(self, step: RunStep) -> str:
+        return step.hold.get("reason", "") if isinstance(step.hold, dict) else ""
+
+    def get_role(self, step: RunStep) -> str:
+        return self.context["role_needed"](step)
+
+    def get_can_decide(self, step: RunStep) -> bool:
+        return self.context["may_decide"](step)
+
+    def get_approve_url(self, step: RunStep) -> str:
+        return f"/api/v1/runs/{step.run_id}/steps/{step.key}/approve"
+
+    def get_reject_url(self, step: RunStep) -> str:
+        return f"/api/v1/runs/{step.run_id}/steps/{step.key}/reject"

@@ -1,5 +1,6 @@
 import json
 
+import django_filters
 from django.db import transaction
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -21,9 +22,9 @@ from workflows.models import Workflow
 from workflows.selectors import version_of
 
 from .. import estimates, replay, services
-from ..choices import Decision, Trigger
+from ..choices import Decision, RunStatus, StepStatus, Trigger
 from ..filtersets import RunFilterSet
-from ..models import Run, RunEvent
+from ..models import Run, RunEvent, RunStep
 from .serializers import (
     DecisionSerializer,
     DryRunSerializer,
@@ -39,6 +40,7 @@ from .serializers import (
     RunSerializer,
     RunStepSerializer,
     StartTaskSerializer,
+    WaitingApprovalSerializer,
 )
 
 EVENTS_PAGE = 500
@@ -403,3 +405,48 @@ class TaskViewSet(mixins.ListModelMixin, ProjectScopedGenericViewSet):
     pagination_class = CursorPagination
     search_fields = ["title"]
     ordering = ("-queued_at", "-id")
+
+
+class WaitingApprovalFilterSet(django_filters.FilterSet):
+    project = django_filters.UUIDFilter(field_name="run__project")
+    workflow = django_filters.UUIDFilter(field_name="run__workflow")
+    run = django_filters.UUIDFilter(field_name="run")
+    kind = django_filters.CharFilter(help_text="approval (a gate) or the kind of a step a policy parked, e.g. agent.")
+
+    class Meta:
+        model = RunStep
+        fields = ["project", "workflow", "run", "kind"]
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Steps waiting for approval across the caller's projects, newest first (cursor-paginated)",
+        tags=["runs"],
+    )
+)
+class WaitingApprovalViewSet(mixins.ListModelMixin, ProjectScopedGenericViewSet):
+    """The approvals inbox: what waits for a decision in the caller's projects. ``can_decide`` says
+    whether the caller's role (or key's) is enough for each; decide with its approve or reject URL."""
+
+    # Waiting steps belong to active runs: reading them through the runs' active index keeps the
+    # inbox off the steps table's millions of settled rows.
+    queryset = RunStep.objects.filter(
+        status=StepStatus.WAITING_APPROVAL, run__status__in=[RunStatus.RUNNING, RunStatus.WAITING_APPROVAL]
+    ).select_related("run__workflow", "run__workflow_version")
+    serializer_class = WaitingApprovalSerializer
+    filterset_class = WaitingApprovalFilterSet
+    pagination_class = CursorPagination
+    project_field = "run__project"
+    ordering_fields = ["id"]
+    ordering = ("-id",)
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "role_needed": self._needed, "may_decide": self._may_decide}
+
+    def _needed(self, step: RunStep) -> str:
+        return services.approver_role(step.run, step.key, step)
+
+    def _may_decide(self, step: RunStep) -> bool:
+        if step.hold.get("staff_only") and not self.request.user.is_staff:
+            return False
+        return Role.at_least(role_in(self.request, step.run.project_id), self._needed(step))

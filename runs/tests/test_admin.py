@@ -1,11 +1,14 @@
 """The runs admin: pages open for a superuser, engine-owned rows are read-only, and the actions
 (cancel, retry, approve, reject) go through the same services as the API."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
+from projects.tests.factories import ProjectFactory
 from runs.choices import RunStatus, StepStatus, Trigger
 from runs.models import Approval, Run, RunStep
 
@@ -86,8 +89,7 @@ def test_a_run_page_shows_its_steps_and_events_read_only(admin_client, run):
     response = admin_client.get(f"{RUNS}{run.pk}/change/")
 
     assert response.status_code == 200
-    inlines = [formset.opts.model.__name__ for formset in response.context["inline_admin_formsets"]]
-    assert inlines == ["RunStep", "RunEvent"]
+    assert [row["step"].key for row in response.context["step_rows"]] == ["a", "b"]
     assert "run.queued" in response.text
     assert response.context["has_change_permission"] is False
 
@@ -129,7 +131,7 @@ def test_the_retry_action_retries_through_the_service(admin_client, superuser, w
     retry = Run.objects.get(parent=failed)
     assert (retry.trigger, retry.created_by, retry.status) == (Trigger.RETRY, superuser, RunStatus.QUEUED)
     assert not Run.objects.filter(parent=run).exists()  # a queued run is not retried
-    assert f"retried as {retry.pk}" in response.text
+    assert f"retried as {retry.short_id}" in response.text
 
 
 @pytest.fixture
@@ -161,3 +163,145 @@ def test_the_reject_action_fails_a_waiting_step_and_skips_others(admin_client, p
     assert step_of(parked, "gate").status == StepStatus.FAILED
     assert step_of(run, "a").status == StepStatus.PENDING
     assert Approval.objects.get().decision == "rejected"
+
+
+# ------------------------------------------------------------------------------
+# Runs that read well, and act in place
+# ------------------------------------------------------------------------------
+def test_a_run_reads_as_workflow_title_and_short_id(run):
+    run.title = "Weekly digest"
+    assert str(run) == f"{run.workflow.name} · Weekly digest · {str(run.pk)[:8]}"
+    run.title = ""
+    assert str(run) == f"{run.workflow.name} · {str(run.pk)[:8]}"
+
+
+def test_the_run_list_shows_badges_project_cost_and_times_to_the_second(admin_client, workflow):
+    done = bare_run(workflow, status=RunStatus.SUCCEEDED)
+    Run.objects.filter(pk=done.pk).update(started_at=done.queued_at, finished_at=done.queued_at + timedelta(seconds=2))
+
+    response = admin_client.get(RUNS)
+
+    assert 'class="badge badge-good" data-status="succeeded"' in response.text
+    assert f">{workflow.project.name}<" in response.text
+    assert timezone.localtime(done.queued_at).strftime("%Y-%m-%d %H:%M:%S") in response.text
+    assert "2.0 s" in response.text
+
+
+def test_the_workflow_filter_names_each_workflow_with_its_project(admin_client, team, workflow, run):
+    other = ProjectFactory(name="Other team")
+    make_catalog(other)
+    twin = make_workflow(other, slug=workflow.slug)  # the same name in another project
+
+    response = admin_client.get(RUNS)
+
+    choices = [
+        c["display"]
+        for spec in response.context["cl"].filter_specs
+        if spec.title == "workflow"
+        for c in spec.choices(response.context["cl"])
+    ]
+    assert f"{team.project.name} · {workflow.name}" in choices
+    assert f"Other team · {twin.name}" in choices
+    assert len(choices) == len(set(choices))
+    by_project = admin_client.get(RUNS, {"project": str(other.pk)})
+    assert str(run.pk) not in by_project.text
+
+
+def test_step_latency_reads_in_milliseconds(admin_client, run):
+    RunStep.objects.filter(run=run).update(latency_ms=0.03331300013087457 * 1000)
+
+    response = admin_client.get(STEPS)
+
+    assert "33 ms" in response.text
+    assert "0.0333" not in response.text
+
+
+def test_the_run_page_pages_its_events(admin_client, run):
+    from runs.models import RunEvent
+
+    RunEvent.objects.bulk_create(RunEvent(run=run, sequence=n, type="llm.call") for n in range(2, 120))
+    first = admin_client.get(f"{RUNS}{run.pk}/change/")
+    last = admin_client.get(f"{RUNS}{run.pk}/change/", {"events_page": 3})
+
+    assert [e.sequence for e in first.context["events"]] == list(range(1, 51))
+    assert [e.sequence for e in last.context["events"]] == list(range(101, 120))
+    assert "page 1 of 3" in first.text
+
+
+def test_the_run_page_offers_approve_and_reject_to_who_may_decide(admin_client, team, parked):
+    page = admin_client.get(f"{RUNS}{parked.pk}/change/")
+    assert 'value="approve"' in page.text
+    assert 'value="reject"' in page.text
+
+    admin = staff_in(team.project, "admin", "runs.view_run", "runs.change_runstep")
+    page = admin.get(f"{RUNS}{parked.pk}/change/")  # this gate names owner
+    assert 'value="approve"' not in page.text
+    assert "it needs the owner role" in page.text
+
+
+def test_approving_from_the_run_page_decides_through_the_service(admin_client, superuser, parked):
+    response = admin_client.post(
+        f"{RUNS}{parked.pk}/steps/gate/decide/", {"decision": "approve", "comment": "fine"}, follow=True
+    )
+
+    gate = step_of(parked, "gate")
+    assert gate.status == StepStatus.SUCCEEDED
+    assert Approval.objects.get(step=gate).comment == "fine"
+    assert "Step gate: approved." in response.text
+
+
+def test_a_decision_below_the_steps_role_is_refused_on_the_run_page(team, parked):
+    admin = staff_in(team.project, "admin", "runs.view_run", "runs.change_runstep")
+
+    response = admin.post(f"{RUNS}{parked.pk}/steps/gate/decide/", {"decision": "approve"}, follow=True)
+
+    assert step_of(parked, "gate").status == StepStatus.WAITING_APPROVAL
+    assert "needs the owner role" in response.text
+
+
+def test_cancel_says_what_will_happen_and_acts_only_when_confirmed(eager, admin_client, run):
+    confirm = admin_client.get(f"{RUNS}{run.pk}/cancel/")
+    assert "No new step will start" in confirm.text
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+    admin_client.post(f"{RUNS}{run.pk}/cancel/")
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_retry_from_the_run_page_starts_a_new_run(admin_client, workflow):
+    failed = bare_run(workflow, status=RunStatus.FAILED)
+    assert "Steps that succeeded are not run again" in admin_client.get(f"{RUNS}{failed.pk}/retry/").text
+
+    admin_client.post(f"{RUNS}{failed.pk}/retry/")
+
+    assert Run.objects.get(parent=failed).trigger == Trigger.RETRY
+
+
+def test_a_viewer_is_offered_neither_cancel_nor_retry_and_cannot_post_them(team, run):
+    viewer = staff_in(team.project, "viewer", "runs.view_run", "runs.change_run")
+
+    assert 'id="cancel-run"' not in viewer.get(f"{RUNS}{run.pk}/change/").text
+    assert viewer.post(f"{RUNS}{run.pk}/cancel/").status_code == 403
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+def test_the_approvals_inbox_lists_the_waiting_steps(admin_client, parked, run):
+    response = admin_client.get(STEPS, {"waiting": "yes"})
+
+    assert str(step_of(parked, "gate").pk) in response.text
+    assert f"/admin/runs/runstep/{step_of(run, 'a').pk}/change/" not in response.text
+
+
+def staff_in(project, role: str, *perms: str) -> Client:
+    from django.contrib.auth.models import Permission
+
+    from projects.tests.factories import MembershipFactory
+
+    user = UserFactory(is_staff=True)
+    MembershipFactory(user=user, project=project, role=role)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    client = Client()
+    client.force_login(user)
+    return client

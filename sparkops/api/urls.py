@@ -13,7 +13,7 @@ from policies.api.views import (
     SpendEntryViewSet,
 )
 from projects.api.views import MembershipViewSet, ProjectViewSet
-from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WorkflowRunViewSet
+from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WaitingApprovalViewSet, WorkflowRunViewSet
 from schedules.api.views import ProjectFreezeViewSet, ScheduleViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 from workflows.api.views import WorkflowViewSet
@@ -36,6 +36,7 @@ router.register("workflows", WorkflowRunViewSet, basename="workflow-run")  # /wo
 
 router.register("runs", RunViewSet, basename="run")
 router.register("tasks", TaskViewSet, basename="task")
+router.register("approvals", WaitingApprovalViewSet, basename="approval")  # the inbox: steps waiting
 router.register("schedules", ScheduleViewSet, basename="schedule")
 
 router.register("policies", PolicyViewSet, basename="policy")

@@ -6,7 +6,8 @@ outsider (a member of another project only) and an API key (role admin, made by 
 An allowed caller gets a 2xx, or a 4xx about the request that is neither 403 nor 404 (e.g. 409
 for a state the object is not in); a refused member gets 403; an outsider gets 404 (or, for a
 body naming the project, 400 saying the project does not exist); a refused key gets 403.
-The Django admin's actions are at the end of the module.
+The Django admin's actions are at the end of the module: each needs its model permission and, for
+staff who are not superusers, the same least role in the row's project.
 """
 
 import itertools
@@ -393,39 +394,41 @@ def test_an_owner_key_may_delete_the_project(team):
 
 
 # ------------------------------------------------------------------------------
-# Django admin actions: staff act across projects, by model permission (README "Operators")
+# Django admin actions (README "The operator console"): staff need the model permission and, in
+# the row's project, the role the API asks for the same write; superusers act everywhere
 # ------------------------------------------------------------------------------
-#: (app_label.model, action) -> the permission a staff user needs for it.
+SUPERUSER = "superuser only"
+#: (app_label.model, action) -> (the permission a staff user needs, the least project role).
 ADMIN_ACTIONS = {
-    ("accounts.apikey", "delete_selected"): "accounts.delete_apikey",
-    ("accounts.apikey", "revoke"): "accounts.change_apikey",
-    ("accounts.user", "delete_selected"): "accounts.delete_user",
-    ("agents.agent", "delete_selected"): "agents.delete_agent",
-    ("agents.agent", "health_check"): "agents.change_agent",
-    ("agents.modelprice", "delete_selected"): "agents.delete_modelprice",
-    ("agents.providercredential", "delete_selected"): "agents.delete_providercredential",
-    ("agents.tool", "delete_selected"): "agents.delete_tool",
-    ("policies.policy", "delete_selected"): "policies.delete_policy",
-    ("projects.membership", "delete_selected"): "projects.delete_membership",
-    ("projects.project", "delete_selected"): "projects.delete_project",
-    ("projects.project", "freeze"): "projects.change_project",
-    ("projects.project", "unfreeze"): "projects.change_project",
-    ("runs.approval", "delete_selected"): "runs.delete_approval",
-    ("runs.run", "cancel"): "runs.change_run",
-    ("runs.run", "delete_selected"): "runs.delete_run",
-    ("runs.run", "retry"): "runs.change_run",
-    ("runs.runstep", "approve"): "runs.change_runstep",
-    ("runs.runstep", "delete_selected"): "runs.delete_runstep",
-    ("runs.runstep", "reject"): "runs.change_runstep",
-    ("schedules.schedule", "delete_selected"): "schedules.delete_schedule",
-    ("schedules.schedule", "disable"): "schedules.change_schedule",
-    ("schedules.schedule", "enable"): "schedules.change_schedule",
-    ("schedules.schedule", "run_now"): "schedules.change_schedule",
-    ("webhooks.delivery", "delete_selected"): "webhooks.delete_delivery",
-    ("webhooks.delivery", "redeliver"): "webhooks.change_delivery",
-    ("webhooks.endpoint", "delete_selected"): "webhooks.delete_endpoint",
-    ("workflows.workflow", "delete_selected"): "workflows.delete_workflow",
-    ("workflows.workflowversion", "publish"): "workflows.change_workflowversion",
+    ("accounts.apikey", "delete_selected"): ("accounts.delete_apikey", ADMIN),
+    ("accounts.apikey", "revoke"): ("accounts.change_apikey", VIEWER),  # on the keys listed: theirs, or as admin
+    ("accounts.user", "delete_selected"): ("accounts.delete_user", SUPERUSER),
+    ("agents.agent", "delete_selected"): ("agents.delete_agent", DEVELOPER),
+    ("agents.agent", "health_check"): ("agents.change_agent", DEVELOPER),
+    ("agents.modelprice", "delete_selected"): ("agents.delete_modelprice", SUPERUSER),
+    ("agents.providercredential", "delete_selected"): ("agents.delete_providercredential", ADMIN),
+    ("agents.tool", "delete_selected"): ("agents.delete_tool", DEVELOPER),
+    ("policies.policy", "delete_selected"): ("policies.delete_policy", ADMIN),
+    ("projects.membership", "delete_selected"): ("projects.delete_membership", ADMIN),
+    ("projects.project", "delete_selected"): ("projects.delete_project", OWNER),
+    ("projects.project", "freeze"): ("projects.change_project", ADMIN),
+    ("projects.project", "unfreeze"): ("projects.change_project", ADMIN),
+    ("runs.approval", "delete_selected"): ("runs.delete_approval", ADMIN),
+    ("runs.run", "cancel"): ("runs.change_run", DEVELOPER),
+    ("runs.run", "delete_selected"): ("runs.delete_run", ADMIN),
+    ("runs.run", "retry"): ("runs.change_run", DEVELOPER),
+    ("runs.runstep", "approve"): ("runs.change_runstep", DEVELOPER),  # and the step's own role, on each step
+    ("runs.runstep", "delete_selected"): ("runs.delete_runstep", ADMIN),
+    ("runs.runstep", "reject"): ("runs.change_runstep", DEVELOPER),
+    ("schedules.schedule", "delete_selected"): ("schedules.delete_schedule", ADMIN),
+    ("schedules.schedule", "disable"): ("schedules.change_schedule", ADMIN),
+    ("schedules.schedule", "enable"): ("schedules.change_schedule", ADMIN),
+    ("schedules.schedule", "run_now"): ("schedules.change_schedule", ADMIN),
+    ("webhooks.delivery", "delete_selected"): ("webhooks.delete_delivery", ADMIN),
+    ("webhooks.delivery", "redeliver"): ("webhooks.change_delivery", ADMIN),
+    ("webhooks.endpoint", "delete_selected"): ("webhooks.delete_endpoint", ADMIN),
+    ("workflows.workflow", "delete_selected"): ("workflows.delete_workflow", DEVELOPER),
+    ("workflows.workflowversion", "publish"): ("workflows.change_workflowversion", DEVELOPER),
 }
 
 
@@ -466,17 +469,24 @@ def every_admin_action() -> set[tuple[str, str]]:
 @pytest.mark.django_db
 def test_every_admin_action_has_a_matrix_entry():
     actions = every_admin_action()
-    assert actions - set(ADMIN_ACTIONS) == set(), "add these to ADMIN_ACTIONS with the permission they need"
+    assert actions - set(ADMIN_ACTIONS) == set(), "add these to ADMIN_ACTIONS with the permission and role they need"
     assert set(ADMIN_ACTIONS) - actions == set(), "these are no longer offered"
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("action", "perm"), sorted(ADMIN_ACTIONS.items()), ids=lambda v: str(v))
-def test_an_admin_action_is_offered_to_staff_with_its_permission_only(action, perm):
+@pytest.mark.parametrize(("action", "needs"), sorted(ADMIN_ACTIONS.items()), ids=lambda v: str(v))
+def test_an_admin_action_is_offered_to_staff_with_its_permission_and_role_only(action, needs):
+    perm, least = needs
     app_label = action[0].split(".")[0]
     view = f"{app_label}.view_{action[0].split('.')[1]}"
-    assert action in offered_actions(staff_with(view, perm))
-    assert action not in offered_actions(staff_with(view))  # read-only staff only look
+    for role in (VIEWER, DEVELOPER, ADMIN, OWNER):
+        staff = staff_with(view, perm)
+        MembershipFactory(user=staff, role=role)
+        offered = action in offered_actions(staff)
+        assert offered == (least != SUPERUSER and Role.at_least(role, least)), role
+        MembershipFactory(user=(looker := staff_with(view)), role=OWNER)
+        assert action not in offered_actions(looker)  # read-only staff only look, whatever their role
+    assert action not in offered_actions(staff_with(view, perm))  # staff in no project act nowhere
     member = UserFactory()  # a project owner who is not staff gets no admin at all
     MembershipFactory(user=member, role=OWNER)
     assert offered_actions(member) == set()
@@ -488,9 +498,34 @@ def test_read_only_staff_posting_an_action_changes_nothing(team):
 
     run = run_in(team)
     client = Client()
-    client.force_login(staff_with("runs.view_run"))
+    staff = staff_with("runs.view_run")
+    MembershipFactory(user=staff, project=team.project, role=OWNER)
+    client.force_login(staff)
 
     response = client.post("/admin/runs/run/", {"action": "cancel", "_selected_action": [str(run.pk)]})
 
     assert response.status_code in (200, 302)
     assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+@pytest.mark.django_db
+def test_staff_acting_on_runs_of_two_projects_act_only_where_their_role_allows(team):
+    from django.test import Client
+
+    mine, watched = run_in(team), run_in(team)
+    from projects.tests.factories import ProjectFactory
+
+    other = ProjectFactory()
+    Run.objects.filter(pk=watched.pk).update(project=other)
+    staff = staff_with("runs.view_run", "runs.change_run")
+    MembershipFactory(user=staff, project=team.project, role=DEVELOPER)
+    MembershipFactory(user=staff, project=other, role=VIEWER)
+    client = Client()
+    client.force_login(staff)
+
+    selected = [str(mine.pk), str(watched.pk)]
+    response = client.post("/admin/runs/run/", {"action": "cancel", "_selected_action": selected}, follow=True)
+
+    assert Run.objects.get(pk=mine.pk).status == RunStatus.CANCELLING
+    assert Run.objects.get(pk=watched.pk).status == RunStatus.QUEUED  # a viewer there: left out, and told
+    assert "Left out 1 selected row(s): this needs the developer role" in response.content.decode()
