@@ -42,5 +42,6 @@ router.register("budgets", BudgetViewSet, basename="budget")
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),
+    path("", include("live.api.urls")),
     path("", include(router.urls)),
 ]

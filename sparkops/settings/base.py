@@ -72,6 +72,7 @@ LOCAL_APPS = [
     "schedules",
     "notices",
     "telemetry",
+    "live",
 ]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
@@ -384,3 +385,22 @@ SPARKOPS_ENCRYPTION_KEYS = env.list("SPARKOPS_ENCRYPTION_KEYS", default=[])
 SPARKOPS_METRICS_TOKEN = env.str("SPARKOPS_METRICS_TOKEN", default="")
 # Or scrape from one of these networks without a token (requests through a proxy always need it).
 SPARKOPS_METRICS_ALLOWED_NETWORKS = env.list("SPARKOPS_METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+
+# ------------------------------------------------------------------------------
+# Live stream (GET /api/v1/sse)
+# ------------------------------------------------------------------------------
+# A comment line after this long without a message, so proxies keep idle streams open.
+SPARKOPS_SSE_HEARTBEAT_SECONDS = env.float("SPARKOPS_SSE_HEARTBEAT_SECONDS", default=15.0)
+# A stream ends after this long (and ?timeout= may ask for less); the client reconnects and resumes.
+SPARKOPS_SSE_MAX_SECONDS = env.int("SPARKOPS_SSE_MAX_SECONDS", default=3600)
+# How often a web process reads new rows without a wake-up: the only trigger on SQLite, a safety
+# net behind LISTEN/NOTIFY on PostgreSQL.
+SPARKOPS_SSE_POLL_SECONDS = env.float(
+    "SPARKOPS_SSE_POLL_SECONDS", default=5.0 if DATABASE_URL.startswith("postgres") else 0.25
+)
+# An id still missing this long after a higher one appeared is a rollback, not a late commit.
+SPARKOPS_SSE_HOLE_SECONDS = env.float("SPARKOPS_SSE_HOLE_SECONDS", default=300.0)
+# How long a stream token (POST /api/v1/sse/token) may be used to open a stream.
+SPARKOPS_SSE_TOKEN_SECONDS = env.int("SPARKOPS_SSE_TOKEN_SECONDS", default=60)
+# Messages waiting for a client that does not read; past this the stream ends (it resumes on reconnect).
+SPARKOPS_SSE_QUEUE_LIMIT = env.int("SPARKOPS_SSE_QUEUE_LIMIT", default=10000)
