@@ -13,6 +13,7 @@ class LiveConfig(AppConfig):
         from runs.models import RunEvent
         from runs.signals import events_written
 
+        from . import schema  # noqa: F401  (registers the OpenAPI auth extension)
         from .receivers import notify_listeners
 
         events_written.connect(notify_listeners, sender=RunEvent, dispatch_uid="live.notify.events")

@@ -48,20 +48,31 @@ def _closing(fn, *args):
 
 
 def read_batch(position: Position, ttl: float) -> tuple[list[Message], Position, bool]:
-    """New rows of both logs past ``position``, each with the position after it; the new
-    position; and whether more are waiting."""
+    """New rows of both logs past ``position``, in the order they were written, each with the
+    position after it; the new position; and whether more are waiting."""
     now = time.monotonic()
-    events = read_new(EVENTS, position.events, BATCH)
-    notices = read_new(NOTICES, position.notices, BATCH)
-    ev_cursors = position.events.advanced([m.id for m in events], now, ttl)
-    nt_cursors = position.notices.advanced([m.id for m in notices], now, ttl)
-    ev_last = ev_cursors[-1] if ev_cursors else position.events.settled(now, ttl)
-    nt_last = nt_cursors[-1] if nt_cursors else position.notices.settled(now, ttl)
-    placed = zip(events, ev_cursors, strict=True)
-    out = [dataclasses.replace(m, position=Position(c, position.notices)) for m, c in placed]
-    placed = zip(notices, nt_cursors, strict=True)
-    out += [dataclasses.replace(m, position=Position(ev_last, c)) for m, c in placed]
-    return out, Position(ev_last, nt_last), BATCH in (len(events), len(notices))
+    rows = {source: read_new(source, getattr(position, source), BATCH) for source in (EVENTS, NOTICES)}
+    cursors = {source: getattr(position, source).advanced([m.id for m in rows[source]], now, ttl) for source in rows}
+    at = {EVENTS: position.events, NOTICES: position.notices}
+    out = []
+    for source, index in _interleaved(rows[EVENTS], rows[NOTICES]):
+        at[source] = cursors[source][index]
+        out.append(dataclasses.replace(rows[source][index], position=Position(at[EVENTS], at[NOTICES])))
+    final = Position(*(cursors[s][-1] if cursors[s] else getattr(position, s).settled(now, ttl) for s in rows))
+    return out, final, any(len(found) == BATCH for found in rows.values())
+
+
+def _interleaved(events: list[Message], notices: list[Message]):
+    """(source, index) of both lists merged by time written, each list kept in its own (id)
+    order: a message's position must never pass a row of its log not sent before it."""
+    e = n = 0
+    while e < len(events) or n < len(notices):
+        if n == len(notices) or (e < len(events) and events[e].at <= notices[n].at):
+            yield EVENTS, e
+            e += 1
+        else:
+            yield NOTICES, n
+            n += 1
 
 
 def start_position(ttl: float) -> Position:

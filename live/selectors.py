@@ -5,6 +5,7 @@ to read."""
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q, QuerySet
@@ -55,6 +56,7 @@ class Message:
     run: uuid.UUID | None
     type: str
     data: str  # the JSON of the `data:` line
+    at: datetime
     position: Position | None = None  # where the hub was after it (live messages only)
 
     def frame(self, position: Position) -> str:
@@ -122,7 +124,7 @@ def _message(source: str, row) -> Message:
     data |= _figures(row.step if row.step_id else None, run)
     data |= {"payload": row.payload, "at": row.created_at}
     text = json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"))
-    return Message(source, row.id, project, row.run_id, row.type, text)
+    return Message(source, row.id, project, row.run_id, row.type, text, row.created_at)
 
 
 def _figures(step, run) -> dict:

@@ -69,7 +69,8 @@ class StreamView(APIView):
         since = query.validated_data.get("after") or _last_event_id(request)
         # The stream reads through a pool of its own (live/hub.py): give back this request's
         # connection now rather than hold it for as long as the client listens.
-        connection.close()
+        if not connection.in_atomic_block:
+            connection.close()
         duration = query.validated_data.get("timeout", settings.SPARKOPS_SSE_MAX_SECONDS)
         frames = stream(scope, since, heartbeat=settings.SPARKOPS_SSE_HEARTBEAT_SECONDS, duration=duration)
         response = StreamingHttpResponse(frames, content_type="text/event-stream")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from django.db import connection
 
 from runs.tests.e2e_support import ROOT, free_port, process_env
 
@@ -18,7 +19,7 @@ class WebServer:
         self.port = free_port()
         self.log_path = log_path
         command = [sys.executable, "-m", "uvicorn", "sparkops.asgi:application", "--port", str(self.port)]
-        command += ["--lifespan", "off", "--log-level", "warning"]
+        command += ["--lifespan", "off", "--log-level", "warning", "--timeout-graceful-shutdown", "1"]
         self.process = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
             command,
             cwd=ROOT,
@@ -46,6 +47,21 @@ class WebServer:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait(timeout=10)
+        _wait_for_its_sessions_to_end()
+
+
+def _wait_for_its_sessions_to_end(timeout: float = 10) -> None:
+    """PostgreSQL ends a dead client's sessions a moment after it exits; the test database can
+    be dropped only then."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(sql)
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.1)
 
 
 @dataclass
