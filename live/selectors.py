@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q, QuerySet
@@ -59,8 +60,13 @@ class Message:
     at: datetime
     position: Position | None = None  # where the hub was after it (live messages only)
 
-    def frame(self, position: Position) -> str:
-        return f"id: {position.encode()}\nevent: {self.type}\ndata: {self.data}\n\n"
+    def frame(self, position: Position) -> bytes:
+        return f"id: {position.encode()}\nevent: {self.type}\ndata: {self.data}\n\n".encode()
+
+    @cached_property
+    def live_frame(self) -> bytes:
+        """The frame at the hub's position: the same for every stream, so made once."""
+        return self.frame(self.position)
 
 
 # ------------------------------------------------------------------------------ the querysets
