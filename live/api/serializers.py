@@ -37,7 +37,7 @@ class StreamQuerySerializer(serializers.Serializer):
     after = serializers.CharField(
         required=False,
         max_length=8192,
-        help_text="Resume after this message id (what Last-Event-ID carries), e.g. 1042.77; default: from now.",
+        help_text="Resume after this message id, e.g. 1042.77 (a Last-Event-ID header wins); default: from now.",
     )
     timeout = serializers.IntegerField(
         required=False,

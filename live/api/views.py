@@ -66,7 +66,9 @@ class StreamView(APIView):
         query = StreamQuerySerializer(data=_query(request))
         query.is_valid(raise_exception=True)
         scope = _scope(request, query.validated_data)
-        since = query.validated_data.get("after") or _last_event_id(request)
+        # A browser reconnecting sends the URL it opened (with its first ?after=) and the last id
+        # it saw in Last-Event-ID: the header is the newer of the two.
+        since = _last_event_id(request) or query.validated_data.get("after")
         # The stream reads through a pool of its own (live/hub.py): give back this request's
         # connection now rather than hold it for as long as the client listens.
         if not connection.in_atomic_block:

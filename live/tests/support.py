@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from django.db import connection
+import psycopg
 
-from runs.tests.e2e_support import ROOT, free_port, process_env
+from runs.tests.e2e_support import ROOT, database_url, free_port, process_env
 
 
 class WebServer:
     def __init__(self, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path
+        self.database_url = database_url()
         command = [sys.executable, "-m", "uvicorn", "sparkops.asgi:application", "--port", str(self.port)]
         command += ["--lifespan", "off", "--log-level", "warning", "--timeout-graceful-shutdown", "1"]
         self.process = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
@@ -48,19 +49,16 @@ class WebServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
-        _wait_for_its_sessions_to_end()
+        _wait_for_its_sessions_to_end(self.database_url)
 
 
-def _wait_for_its_sessions_to_end(timeout: float = 10) -> None:
+def _wait_for_its_sessions_to_end(url: str, timeout: float = 10) -> None:
     """PostgreSQL ends a dead client's sessions a moment after it exits; the test database can
-    be dropped only then."""
+    be dropped only then. (A connection of our own: Django's is closed to fixtures by now.)"""
     sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(sql)
-            if cursor.fetchone()[0] == 0:
-                return
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline and conn.execute(sql).fetchone()[0] > 1:  # ours: the test's own
             time.sleep(0.1)
 
 

@@ -109,3 +109,11 @@ def test_a_bad_last_event_id_is_refused_by_name(team):
 
 def test_options_on_the_stream_describes_it(team):
     assert team.client(Role.VIEWER).options("/api/v1/sse").status_code == 200
+
+
+def test_last_event_id_wins_over_after_as_a_reconnecting_browser_sends_both(team):
+    """EventSource reconnects to the URL it opened (its first ?after=) with the newest id in the
+    header: a bad header is refused even with a good ?after=, so the header is the one read."""
+    response = team.client(Role.VIEWER).get("/api/v1/sse?after=1.1", HTTP_LAST_EVENT_ID="nonsense")
+    assert response.status_code == 400
+    assert "Last-Event-ID" in response.json()["errors"]

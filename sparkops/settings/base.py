@@ -272,8 +272,9 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localho
 CORS_ALLOW_CREDENTIALS = True  # only ever for the origins listed above
 CORS_URLS_REGEX = r"^/(api|health).*$"
 # Beyond the defaults, the request headers the API reads (an API key, the idempotency key of a
-# run) and the response header a browser client must see to back off from a 429 or 503.
-CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key")
+# run, where a live stream resumes) and the response header a browser client must see to back off
+# from a 429 or 503.
+CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key", "last-event-id")
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # ------------------------------------------------------------------------------
