@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test import AsyncClient
 
@@ -17,7 +18,12 @@ from runs.tests.factories import bare_run, make_catalog, make_workflow
 from sparkops.roles import Role
 from sparkops.testing import make_team
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.skipif(
+        settings.DATABASE_URL.startswith("postgres"), reason="PostgreSQL's path is test_stream_e2e.py, with a server"
+    ),
+    pytest.mark.django_db(transaction=True),
+]
 
 
 async def _frames(response, until, timeout: float = 10.0) -> list[dict]:
