@@ -23,9 +23,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import httpx
 import uvloop
-from _setup import ROOT, demo_workflow, django_setup, percentile
+from _setup import demo_workflow, django_setup, percentile, serve
 
 MESSAGE = re.compile(rb'data: \{"source":"(\w+)","id":(\d+)')
 
@@ -43,14 +42,7 @@ def start_web() -> subprocess.Popen:
     env = {**os.environ, "DJANGO_DEBUG": "false"}
     command = [sys.executable, "-m", "uvicorn", "sparkops.asgi:application", "--port", str(PORT)]
     command += ["--lifespan", "off", "--log-level", "warning", "--timeout-graceful-shutdown", "2"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    for _ in range(200):
-        try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/health").status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("web server did not start")
+    return serve(command, PORT, env)
 
 
 def cpu_seconds(pid: int) -> float:
