@@ -59,16 +59,17 @@ class Cursor:
     def advanced(self, ids: list[int], now: float, ttl: float) -> list["Cursor"]:
         """The positions after each of ``ids`` (sorted, every id visible past this position and
         its holes), from this one: fillers of holes leave them, a jump past missing ids makes
-        holes of them, holes older than ``ttl`` are given up."""
+        holes of them, holes older than ``ttl`` are given up. Positions share their holes until
+        one changes (a cursor is never changed in place): rows in a run of ids copy nothing."""
         holes = {h: t for h, t in self.holes.items() if now - t < ttl}
         last, out = self.last, []
         for id_ in ids:
             if id_ in holes:
-                del holes[id_]
-            elif id_ > last:
-                holes.update((h, now) for h in range(max(last + 1, id_ - MAX_HOLES), id_))
-                last = id_
-            out.append(Cursor(last, dict(holes)))
+                holes = {h: t for h, t in holes.items() if h != id_}
+            elif id_ > last + 1:
+                holes = {**holes, **dict.fromkeys(range(max(last + 1, id_ - MAX_HOLES), id_), now)}
+            last = max(last, id_)
+            out.append(Cursor(last, holes))
         return out
 
     def settled(self, now: float, ttl: float) -> "Cursor":
