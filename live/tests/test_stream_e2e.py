@@ -14,7 +14,8 @@ from accounts.tokens import tokens_for_user
 from notices.choices import NoticeType
 from notices.services import publish
 from runs.engine.transitions import emit
-from runs.tests.factories import bare_run, make_catalog, make_workflow
+from runs.models import RunEvent
+from runs.tests.factories import bare_run, echo_price, make_catalog, make_workflow, start
 from sparkops.roles import Role
 from sparkops.testing import make_team
 
@@ -178,3 +179,24 @@ def test_an_idle_stream_sends_heartbeat_comments_and_ends_at_its_timeout(server)
     listener.wait_for(lambda s: sum(f.comment == "keep-alive" for f in s.frames) >= 2, what="two heartbeats")
     listener._thread.join(timeout=5)
     assert not listener._thread.is_alive(), "the stream should end at its timeout"
+
+
+def test_a_runs_whole_log_arrives_in_order_with_its_step_status_tokens_and_cost(server, engine):
+    team = make_team()
+    make_catalog(team.project)
+    echo_price()
+    listener = open_stream(server, f"project={team.project.pk}&source=run", bearer(team.members[Role.VIEWER]))
+    run = start(make_workflow(team.project))
+    listener.wait_for(lambda s: any(f.event == "run.succeeded" for f in s.events), what="the run's end")
+    listener.close()
+    logged = list(RunEvent.objects.filter(run=run).order_by("sequence").values_list("sequence", "type"))
+    assert [(f.data["sequence"], f.event) for f in listener.events] == logged
+    calls = [f.data for f in listener.events if f.event == "llm.call"]
+    assert [call["step"] for call in calls] == ["a", "b"]
+    assert all(call["input_tokens"] > 0 and call["status"] == "succeeded" for call in calls)
+    end = listener.events[-1].data
+    assert (end["run"], end["status"], end["step"]) == (str(run.pk), "succeeded", None)
+    run.refresh_from_db()
+    assert end["input_tokens"] == run.input_tokens
+    assert end["cost_usd"] == str(run.cost_usd)
+    assert run.cost_usd > 0
