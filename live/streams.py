@@ -11,7 +11,9 @@ from .selectors import EVENTS, NOTICES, Message, Scope, read_backlog
 RETRY_MS = 2000  # how long a browser's EventSource waits before it reconnects
 
 
-async def stream(scope: Scope, since: Position | None, *, heartbeat: float, duration: float) -> AsyncIterator[str]:
+async def stream(
+    scope: Scope, since: Position | None, *, heartbeat: float, duration: float
+) -> AsyncIterator[str | bytes]:
     """The text of an SSE response. ``since`` is where the client left off (None: from now)."""
     watcher = await hub()
     subscription = watcher.subscribe(scope)
@@ -31,7 +33,7 @@ async def stream(scope: Scope, since: Position | None, *, heartbeat: float, dura
         watcher.unsubscribe(subscription)
 
 
-async def _backlog(scope: Scope, since: Position, start: Position) -> AsyncIterator[str]:
+async def _backlog(scope: Scope, since: Position, start: Position) -> AsyncIterator[bytes]:
     """The scope's rows ``since`` had not passed and the hub had when the stream subscribed
     (the later ones come through the hub), each log in id order."""
     for source in (EVENTS, NOTICES):
