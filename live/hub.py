@@ -111,7 +111,9 @@ class Hub:
         self.subscribers: set[Subscription] = set()
         self.position: Position | None = None
         self.wake = asyncio.Event()
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # set while the position is known
+        self.wanted = asyncio.Event()  # a stream wants to open
+        self.idle_since = time.monotonic()
         self.tasks = [asyncio.create_task(self._run())]
         if connection.vendor == "postgresql":
             self.tasks.append(asyncio.create_task(self._listen()))
@@ -123,6 +125,8 @@ class Hub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscribers.discard(subscription)
+        if not self.subscribers:
+            self.idle_since = time.monotonic()
 
     async def _run(self) -> None:
         ttl = settings.SPARKOPS_SSE_HOLE_SECONDS
@@ -168,11 +172,14 @@ def _conninfo() -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v})
 
 
-async def hub() -> Hub:
-    """This event loop's hub, started with the first stream and kept for the process's life."""
+async def subscribe(scope: Scope) -> tuple[Hub, Subscription]:
+    """A new stream's place at this event loop's hub (started with the first stream)."""
     loop = asyncio.get_running_loop()
     current = _hubs.get(loop)
     if current is None:
         current = _hubs[loop] = Hub()
-    await asyncio.wait_for(current.ready.wait(), READY_TIMEOUT)
-    return current
+    while True:
+        current.wanted.set()
+        await asyncio.wait_for(current.ready.wait(), READY_TIMEOUT)
+        if current.position is not None:  # not put to rest while this stream waited
+            return current, current.subscribe(scope)

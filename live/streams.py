@@ -5,7 +5,7 @@ import time
 from collections.abc import AsyncIterator
 
 from .cursor import Position
-from .hub import BATCH, hub, in_thread
+from .hub import BATCH, in_thread, subscribe
 from .selectors import EVENTS, NOTICES, Message, Scope, read_backlog
 
 RETRY_MS = 2000  # how long a browser's EventSource waits before it reconnects
@@ -15,8 +15,7 @@ async def stream(
     scope: Scope, since: Position | None, *, heartbeat: float, duration: float
 ) -> AsyncIterator[str | bytes]:
     """The text of an SSE response. ``since`` is where the client left off (None: from now)."""
-    watcher = await hub()
-    subscription = watcher.subscribe(scope)
+    watcher, subscription = await subscribe(scope)
     try:
         yield f"retry: {RETRY_MS}\n\n"
         start = subscription.start

@@ -28,11 +28,13 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
 ]
 HEARTBEAT = 0.5
+IDLE = 1.0
 
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, tmp_path_factory):
-    web = WebServer(tmp_path_factory.mktemp("live") / "web.log", {"SPARKOPS_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT)})
+    env = {"SPARKOPS_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT), "SPARKOPS_SSE_IDLE_SECONDS": str(IDLE)}
+    web = WebServer(tmp_path_factory.mktemp("live") / "web.log", env)
     yield web
     web.stop()
 
@@ -200,3 +202,22 @@ def test_a_runs_whole_log_arrives_in_order_with_its_step_status_tokens_and_cost(
     assert end["input_tokens"] == run.input_tokens
     assert end["cost_usd"] == str(run.cost_usd)
     assert run.cost_usd > 0
+
+
+def test_after_a_process_had_no_stream_a_new_one_starts_from_now_and_a_resumed_one_misses_nothing(server):
+    team = make_team()
+    headers = bearer(team.members[Role.VIEWER])
+    first = open_stream(server, headers=headers)
+    first.close()
+    time.sleep(IDLE + HEARTBEAT + 1)  # the reader has gone to rest
+    missed = notice(team.project, 1)
+    fresh = open_stream(server, headers=headers)
+    resumed = open_stream(server, headers={**headers, "Last-Event-ID": first.last_id})
+    new = notice(team.project, 2)
+    fresh.wait_for(lambda s: s.events, what="the new notice")
+    resumed.wait_for(lambda s: len(s.events) >= 2, what="the missed and the new notice")
+    time.sleep(0.3)
+    fresh.close()
+    resumed.close()
+    assert [f.data["id"] for f in fresh.events] == [new.pk]
+    assert [f.data["id"] for f in resumed.events] == [missed.pk, new.pk]

@@ -399,6 +399,8 @@ SPARKOPS_SSE_MAX_SECONDS = env.int("SPARKOPS_SSE_MAX_SECONDS", default=3600)
 SPARKOPS_SSE_POLL_SECONDS = env.float(
     "SPARKOPS_SSE_POLL_SECONDS", default=5.0 if DATABASE_URL.startswith("postgres") else 0.25
 )
+# A web process with no stream open this long stops reading until one opens.
+SPARKOPS_SSE_IDLE_SECONDS = env.float("SPARKOPS_SSE_IDLE_SECONDS", default=60.0)
 # An id still missing this long after a higher one appeared is a rollback, not a late commit.
 SPARKOPS_SSE_HOLE_SECONDS = env.float("SPARKOPS_SSE_HOLE_SECONDS", default=300.0)
 # How long a stream token (POST /api/v1/sse/token) may be used to open a stream.
