@@ -20,6 +20,21 @@ def django_setup() -> None:
     call_command("migrate", verbosity=0)
 
 
+def serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Popen:
+    """Start a web server of ours and wait until it answers /health on ``port``."""
+    import httpx
+
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    for _ in range(200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.terminate()
+    raise SystemExit("web server did not start")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]

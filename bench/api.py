@@ -17,7 +17,7 @@ import threading
 import time
 
 import httpx
-from _setup import ROOT, demo_workflow, django_setup, percentile
+from _setup import demo_workflow, django_setup, percentile, serve
 
 PORT = 8765
 
@@ -38,14 +38,7 @@ def start_web(workers: int) -> subprocess.Popen:
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
-    for _ in range(100):
-        try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/health").status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("web server did not start")
+    return serve(command, PORT, env)
 
 
 def client_loop(token: str, workflow_id: str, stop: float, latencies: list[float], errors: list[int]) -> None:

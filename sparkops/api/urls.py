@@ -50,5 +50,6 @@ router.register("audit", AuditEntryViewSet, basename="audit-entry")
 
 urlpatterns = [
     path("auth/", include("accounts.api.urls")),
+    path("", include("live.api.urls")),
     path("", include(router.urls)),
 ]

@@ -75,6 +75,7 @@ LOCAL_APPS = [
     "notices",
     "webhooks",
     "telemetry",
+    "live",
 ]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
@@ -278,8 +279,9 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localho
 CORS_ALLOW_CREDENTIALS = True  # only ever for the origins listed above
 CORS_URLS_REGEX = r"^/(api|health).*$"
 # Beyond the defaults, the request headers the API reads (an API key, the idempotency key of a
-# run) and the response header a browser client must see to back off from a 429 or 503.
-CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key")
+# run, where a live stream resumes) and the response header a browser client must see to back off
+# from a 429 or 503.
+CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key", "last-event-id")
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # ------------------------------------------------------------------------------
@@ -424,3 +426,24 @@ SPARKOPS_ENCRYPTION_KEYS = env.list("SPARKOPS_ENCRYPTION_KEYS", default=[])
 SPARKOPS_METRICS_TOKEN = env.str("SPARKOPS_METRICS_TOKEN", default="")
 # Or scrape from one of these networks without a token (requests through a proxy always need it).
 SPARKOPS_METRICS_ALLOWED_NETWORKS = env.list("SPARKOPS_METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+
+# ------------------------------------------------------------------------------
+# Live stream (GET /api/v1/sse)
+# ------------------------------------------------------------------------------
+# A comment line after this long without a message, so proxies keep idle streams open.
+SPARKOPS_SSE_HEARTBEAT_SECONDS = env.float("SPARKOPS_SSE_HEARTBEAT_SECONDS", default=15.0)
+# A stream ends after this long (and ?timeout= may ask for less); the client reconnects and resumes.
+SPARKOPS_SSE_MAX_SECONDS = env.int("SPARKOPS_SSE_MAX_SECONDS", default=3600)
+# How often a web process reads new rows without a wake-up: the only trigger on SQLite, a safety
+# net behind LISTEN/NOTIFY on PostgreSQL.
+SPARKOPS_SSE_POLL_SECONDS = env.float(
+    "SPARKOPS_SSE_POLL_SECONDS", default=5.0 if DATABASE_URL.startswith("postgres") else 0.25
+)
+# A web process with no stream open this long stops reading until one opens.
+SPARKOPS_SSE_IDLE_SECONDS = env.float("SPARKOPS_SSE_IDLE_SECONDS", default=60.0)
+# An id still missing this long after a higher one appeared is a rollback, not a late commit.
+SPARKOPS_SSE_HOLE_SECONDS = env.float("SPARKOPS_SSE_HOLE_SECONDS", default=300.0)
+# How long a stream token (POST /api/v1/sse/token) may be used to open a stream.
+SPARKOPS_SSE_TOKEN_SECONDS = env.int("SPARKOPS_SSE_TOKEN_SECONDS", default=60)
+# Messages waiting for a client that does not read; past this the stream ends (it resumes on reconnect).
+SPARKOPS_SSE_QUEUE_LIMIT = env.int("SPARKOPS_SSE_QUEUE_LIMIT", default=10000)

@@ -243,6 +243,8 @@ MATRIX: dict[tuple[str, str], Op] = {
         expect={DEVELOPER: OK, VIEWER: HIDDEN},  # its creator may; a viewer does not see it
     ),
     ("PATCH", "/auth/me"): Op(ANY_USER, lambda t: ("/auth/me", {"name": "New name"}), keys=False),
+    # Live stream: a token to open it with grants reading only, so any member may have one
+    ("POST", "/sse/token"): Op(VIEWER, lambda t: ("/sse/token", {"projects": [pid(t)]})),
     # Agents, tools, credentials
     ("POST", "/agents"): Op(DEVELOPER, lambda t: ("/agents", agent_body(t))),
     ("PUT", "/agents/{id}"): Op(DEVELOPER, lambda t: (_agent(t), agent_body(t))),
@@ -345,7 +347,7 @@ def client_of(team: Team, who: str):
 
 
 #: Body fields naming a row of the team's project: to an outsider the row does not exist.
-REFERENCES = ("project", "workflow")
+REFERENCES = ("project", "projects", "workflow")
 
 
 def outcome(response, body: dict | None) -> str:
