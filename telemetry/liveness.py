@@ -53,6 +53,12 @@ def liveness() -> dict:
     return value
 
 
+def forget() -> None:
+    """Read afresh on the next call (tests; a process whose settings changed)."""
+    with _memo_lock:
+        _memo.clear()
+
+
 def _read() -> dict:
     try:
         found = cache.get_many([WORKER_KEY, BEAT_KEY])

@@ -30,7 +30,7 @@ from .otlp_receiver import OtlpReceiver
 
 e2e = pytest.mark.skipif(
     not (settings.DATABASE_URL.startswith("postgres") and settings.REDIS_URL),
-    reason="traces of requests and runs need PostgreSQL and Redis (set DATABASE_URL and REDIS_URL)",
+    reason="real processes on the test database need PostgreSQL and Redis (set DATABASE_URL and REDIS_URL)",
 )
 # Spans leave each process every 100 ms instead of every 5 s.
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
