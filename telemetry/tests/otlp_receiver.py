@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from runs.tests.e2e_support import LocalServer
+from runs.tests.e2e_support import LocalServer, reply
 
 
 class OtlpReceiver(LocalServer):
@@ -80,12 +80,7 @@ def _handler(receiver: OtlpReceiver):
                     {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
                 )
                 receiver.spans.extend(spans)
-            raw = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+            reply(self, 200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
         def log_message(self, *args) -> None:
             pass

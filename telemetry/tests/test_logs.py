@@ -116,6 +116,7 @@ def test_worker_lines_carry_the_task_id_the_run_and_the_step(tmp_path):
         deadline = time.monotonic() + 30
         while Run.objects.get(pk=run_id).status != RunStatus.SUCCEEDED and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert Run.objects.get(pk=run_id).status == RunStatus.SUCCEEDED, worker.log_path.read_text()[-3000:]
         time.sleep(0.5)  # the task's last line
     finally:
         worker.stop()

@@ -145,13 +145,6 @@ def test_a_request_is_traced_with_its_database_calls_as_children(traced_web, rec
 # A run, through two real worker processes
 # ------------------------------------------------------------------------------
 @pytest.fixture
-def fake():
-    server = FakeOpenAI()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def traced_workers(transactional_db, receiver, tmp_path):
     celery_app.control.purge()
     workers = []
@@ -166,6 +159,14 @@ def traced_workers(transactional_db, receiver, tmp_path):
         yield workers
     finally:
         stop_workers(workers)
+
+
+@pytest.fixture
+def fake():
+    """A local OpenAI-compatible server (runs' end-to-end support)."""
+    server = FakeOpenAI()
+    yield server
+    server.stop()
 
 
 def _catalog(fake):
