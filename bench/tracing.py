@@ -11,6 +11,7 @@ context manager the engine enters per step, off and on.
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -66,14 +67,32 @@ def span_cost(step, number: int = 20000) -> float:
 
 
 def turn_tracing_on(origin: str) -> None:
+    """Everything but the SQL statements' spans, first."""
     from django.conf import settings
+
+    from telemetry import tracing
+
+    os.environ["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "psycopg,sqlite3"
+    settings.SPARKOPS_TRACING_EXPORTERS = [{"endpoint": f"{origin}/v1/traces"}]
+    tracing.configure()
+
+
+def trace_sql_too() -> None:
     from django.db import connections
 
     from telemetry import tracing
 
-    settings.SPARKOPS_TRACING_EXPORTERS = [{"endpoint": f"{origin}/v1/traces"}]
-    tracing.configure()
+    tracing.INSTRUMENTATIONS["psycopg"]()
+    tracing.INSTRUMENTATIONS["sqlite3"]()
     connections.close_all()  # new connections go through the instrumented driver
+
+
+def exported(origin: str) -> tuple[int, int]:
+    from telemetry import tracing
+
+    tracing.flush()
+    requests, size = urllib.request.urlopen(origin, timeout=5).read().decode().split()
+    return int(requests), int(size)
 
 
 def main() -> None:
@@ -86,7 +105,7 @@ def main() -> None:
 
     app.conf.task_always_eager = True
     user, _, workflow = demo_workflow(3)
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)  # noqa: S603
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     origin = f"http://127.0.0.1:{receiver.stdout.readline().strip()}"
     try:
         run_many(user, workflow, 5)  # warm-up: caches, compiled templates, connections
@@ -95,25 +114,33 @@ def main() -> None:
         span_off = span_cost(step)
         turn_tracing_on(origin)
         run_many(user, workflow, 5)
+        sent_warm = exported(origin)
         on = run_many(user, workflow, args.runs)
         span_on = span_cost(step, number=2000)
-        from telemetry import tracing
-
-        tracing.flush()
-        exported = urllib.request.urlopen(origin, timeout=5).read().decode().split()  # noqa: S310 - local
+        sent_on = exported(origin)
+        trace_sql_too()
+        run_many(user, workflow, 5)
+        sent_before = exported(origin)
+        with_sql = run_many(user, workflow, args.runs)
+        sent_sql = exported(origin)
     finally:
         receiver.terminate()
-    report(args.runs, off, on, span_off, span_on, exported)
+    sizes = [
+        "",
+        f"{(sent_on[1] - sent_warm[1]) / args.runs / 1024:.1f}",
+        f"{(sent_sql[1] - sent_before[1]) / args.runs / 1024:.1f}",
+    ]
+    report(args.runs, {"off": off, "on, no SQL spans": on, "on, all": with_sql}, (span_off, span_on, span_on), sizes)
 
 
-def report(runs: int, off: list[float], on: list[float], span_off: float, span_on: float, exported) -> None:
-    print(f"{runs} runs x 3 echo steps, in-process (eager), tracing off then on")
-    print(f"{'':28} {'off':>12} {'on':>12}")
-    print(f"{'steps/s':28} {1000 / (sum(off) / len(off)):12.1f} {1000 / (sum(on) / len(on)):12.1f}")
+def report(runs: int, columns: dict[str, list[float]], span_costs, sizes) -> None:
+    print(f"{runs} runs x 3 echo steps per column, in-process (eager), one after the other")
+    print(f"{'':24}" + "".join(f"{name:>18}" for name in columns))
+    print(f"{'steps/s':24}" + "".join(f"{1000 / (sum(v) / len(v)):18.1f}" for v in columns.values()))
     for q in (50, 95):
-        print(f"{f'per-step p{q} (ms)':28} {percentile(off, q):12.2f} {percentile(on, q):12.2f}")
-    print(f"{'step span alone (us)':28} {span_off:12.2f} {span_on:12.2f}")
-    print(f"exported: {exported[0]} OTLP requests, {int(exported[1]) // 1024} KiB")
+        print(f"{f'per-step p{q} (ms)':24}" + "".join(f"{percentile(v, q):18.2f}" for v in columns.values()))
+    print(f"{'step span alone (us)':24}" + "".join(f"{cost:18.2f}" for cost in span_costs))
+    print(f"{'exported per run (KiB)':24}" + "".join(f"{size:>18}" for size in sizes))
 
 
 if __name__ == "__main__":

@@ -77,18 +77,42 @@ def _version() -> str:
 
 
 def _instrument() -> None:
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    """The official instrumentations, less those OTEL_PYTHON_DISABLED_INSTRUMENTATIONS names
+    (e.g. ``psycopg,sqlite3``: no span per SQL statement, the bulk of a trace's volume)."""
+    disabled = {name.strip() for name in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    for name, instrument in INSTRUMENTATIONS.items():
+        if name not in disabled:
+            instrument()
+
+
+def _django() -> None:
     from opentelemetry.instrumentation.django import DjangoInstrumentor
-    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
 
     excluded = os.environ.get("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", DEFAULT_EXCLUDED_URLS)
     DjangoInstrumentor().instrument(excluded_urls=excluded)
+
+
+def _celery() -> None:
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
     CeleryInstrumentor().instrument()
+
+
+def _psycopg() -> None:
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
     # No SQL commenter: statements stay byte-identical, so PostgreSQL's plan cache and
     # pg_stat_statements see one query, not one per trace.
     PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
+
+
+def _sqlite3() -> None:
+    from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
     SQLite3Instrumentor().instrument()
+
+
+INSTRUMENTATIONS = {"django": _django, "celery": _celery, "psycopg": _psycopg, "sqlite3": _sqlite3}
 
 
 def process_started(**kwargs) -> None:

@@ -31,6 +31,12 @@ def run_span_context(run_id) -> SpanContext:
     )
 
 
+def _off() -> bool:
+    """No SDK was set up in this process (the default): every span would be a no-op, so none is
+    even started, not to spend microseconds per step building attributes for nothing."""
+    return isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def _ids(run, step) -> dict:
     return {
         "sparkops.run.id": str(run.pk),
@@ -44,6 +50,9 @@ def _ids(run, step) -> dict:
 @contextmanager
 def step_span(step) -> Iterator[Span]:
     """One attempt of a step, parented to its run's span whatever trace carried the message."""
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     parent = trace.set_span_in_context(NonRecordingSpan(run_span_context(step.run_id)))
     carrier = trace.get_current_span().get_span_context()
     attributes = {**_ids(step.run, step), "sparkops.step.kind": step.kind}
@@ -56,6 +65,9 @@ def step_span(step) -> Iterator[Span]:
 
 @contextmanager
 def llm_span(ctx, agent, iteration: int) -> Iterator[Span]:
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     attributes = {
         **_ids(ctx.run, ctx.step),
         "gen_ai.operation.name": "chat",
@@ -74,6 +86,9 @@ def llm_span(ctx, agent, iteration: int) -> Iterator[Span]:
 
 @contextmanager
 def tool_span(ctx, tool_name: str) -> Iterator[Span]:
+    if _off():
+        yield trace.INVALID_SPAN
+        return
     attributes = {**_ids(ctx.run, ctx.step), "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool_name}
     with _span(f"execute_tool {tool_name}", SpanKind.INTERNAL, attributes) as span:
         yield span
