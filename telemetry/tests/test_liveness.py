@@ -82,7 +82,7 @@ def _wait_state(name: str, states: set[str], timeout: float = 30) -> dict:
 
 @e2e
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_is_ok_while_it_runs_then_late_then_down_once_stopped(client, tmp_path):
+def test_a_worker_is_ok_while_it_runs_then_down_once_stopped(client, tmp_path):
     celery_app.control.purge()
     worker = Worker(tmp_path / "worker.log", env={"SPARKOPS_HEARTBEAT_SECONDS": "0.5"}).start()
     try:
@@ -93,8 +93,9 @@ def test_a_worker_is_ok_while_it_runs_then_late_then_down_once_stopped(client, t
         assert body["processes"]["worker"]["state"] == "ok"
     finally:
         worker.stop()
-    _wait_state("worker", {"late"}, timeout=10)
-    gone = _wait_state("worker", {"down"}, timeout=10)
+    # Late, then down (a slow warm shutdown may already take it past late: the ages are judged
+    # by test_states_follow_the_age_of_the_last_heartbeat).
+    gone = _wait_state("worker", {"down"}, timeout=20)
     assert gone["age_seconds"] > 3
 
 
