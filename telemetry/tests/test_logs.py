@@ -117,7 +117,12 @@ def test_worker_lines_carry_the_task_id_the_run_and_the_step(tmp_path):
         while Run.objects.get(pk=run_id).status != RunStatus.SUCCEEDED and time.monotonic() < deadline:
             time.sleep(0.1)
         assert Run.objects.get(pk=run_id).status == RunStatus.SUCCEEDED, worker.log_path.read_text()[-3000:]
-        time.sleep(0.5)  # the task's last line
+        # A task that fails: a run id that is no UUID.
+        celery_app.send_task("runs.run_advance", ["not-a-uuid"])
+        deadline = time.monotonic() + 30
+        while '"task_failed"' not in worker.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # the task's last lines
     finally:
         worker.stop()
 
@@ -127,6 +132,11 @@ def test_worker_lines_carry_the_task_id_the_run_and_the_step(tmp_path):
     assert done[0]["run_id"] == run_id
     assert uuid.UUID(done[0]["task_id"])
     # The request that queued the run's first task: its id travelled with the message.
+    # One traceback for the failed task: in django-structlog's task_failed, not in Celery's line.
+    failed = [line for line in lines if line.get("run_id") == "not-a-uuid"]
+    assert [line["event"] for line in failed if "Traceback" in line.get("exception", "")] == ["task_failed"]
+    assert any(line["logger"] == "celery.app.trace" and "exception" not in line for line in failed)
+
     queued_by_it = [line for line in lines if line.get("request_id") == "from-the-api"]
     assert {line["event"] for line in queued_by_it} >= {"task_started", "task_succeeded"}
     assert {line.get("run_id") for line in queued_by_it} >= {run_id}

@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from agents import services as agent_services
 from agents.models import Agent, ProviderCredential, Tool
+from policies.choices import PolicyKind
+from policies.tests.factories import PolicyFactory
 from runs.choices import RunStatus
 from runs.engine.spans import run_span_context
 from runs.models import Run
@@ -187,6 +189,10 @@ def _catalog(fake):
 @pytest.mark.django_db(transaction=True)
 def test_spans_of_one_run_arrive_under_one_trace_from_two_workers(traced_workers, receiver, fake):
     team = _catalog(fake)
+    # A policy that warns about every call to this model: its decision is on each call's span.
+    warning = PolicyFactory(
+        project=team.project, kind=PolicyKind.MODEL_ALLOWLIST, config={"models": ["anthropic/*"]}, action="warn"
+    )
     # Six slow steps side by side: each worker (two processes each) takes some of them.
     steps = [{"key": f"s{n}", "kind": "agent", "agent": "smart", "prompt": f"part {n} SLOW=0.8"} for n in range(6)]
     steps.append({"key": "sum", "kind": "agent", "agent": "smart", "prompt": "sum CALL=calc", "depends_on": ["s0"]})
@@ -238,6 +244,8 @@ def test_spans_of_one_run_arrive_under_one_trace_from_two_workers(traced_workers
         assert call["attributes"]["gen_ai.usage.input_tokens"] == 100
         assert call["attributes"]["gen_ai.usage.output_tokens"] == 20
         assert "sparkops.cost_usd" in call["attributes"]
+        assert call["attributes"]["sparkops.policy.outcome"] == "allowed"
+        assert call["attributes"]["sparkops.policy.decisions"] == [f"{warning.pk}:warned"]
     tool = next(s for s in mine if s["attributes"].get("gen_ai.operation.name") == "execute_tool")
     assert tool["name"] == "execute_tool calc"
     assert tool["attributes"]["gen_ai.tool.name"] == "calc"
