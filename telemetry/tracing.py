@@ -10,8 +10,9 @@ no-ops.
 
 ``configure()`` runs once per process at Django start-up (telemetry's AppConfig.ready), before
 the web server loads its middleware. Celery's prefork children inherit the set-up; each builds
-its own exporter and export thread on its first span (``_PerProcess``), so nothing opened by the
-parent is shared with a child, and flushes it when the child stops (worker_process_shutdown).
+its own exporter and export thread when it starts (worker_process_init; any other process on its
+first span: ``_PerProcess``), so nothing opened by the parent is shared with a child, and flushes
+it when the child stops (worker_process_shutdown).
 """
 
 import logging
