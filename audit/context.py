@@ -16,7 +16,7 @@ from sparkops.lib.client_address import client_address
 from .choices import Channel
 
 #: A request id a client sends is kept if it looks like one (letters, digits, ``-_.:``), else replaced.
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,100}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,100}$")  # as the logs take it (telemetry/logs.py)
 
 
 @dataclass(frozen=True)

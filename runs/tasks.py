@@ -1,5 +1,6 @@
 """Thin Celery tasks: ids in, one engine call. Safe to run twice."""
 
+import structlog
 from celery import shared_task
 
 from . import signals
@@ -8,6 +9,7 @@ from .engine import core
 
 @shared_task(name="runs.run_advance", ignore_result=True)
 def run_advance(run_id: str) -> None:
+    structlog.contextvars.bind_contextvars(run_id=str(run_id))  # on this task's log lines
     core.advance(run_id)
 
 

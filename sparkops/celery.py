@@ -3,12 +3,19 @@
 import os
 
 from celery import Celery, signals
+from django_structlog.celery.steps import DjangoStructLogInitStep
+
+from telemetry.liveness import WorkerHeartbeat
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sparkops.settings.local")
 
 app = Celery("sparkops")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Log lines with the task's id (and the request id of whoever queued it); a heartbeat from the
+# consumer's loop for /health/ready (telemetry/liveness.py).
+app.steps["worker"].add(DjangoStructLogInitStep)
+app.steps["consumer"].add(WorkerHeartbeat)
 
 
 @signals.task_prerun.connect

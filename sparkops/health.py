@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
+from telemetry.liveness import liveness
+
 from . import __version__
 from .celery import app as celery_app
 
@@ -39,7 +41,9 @@ def _broker() -> str | None:
 def ready(request):
     """Readiness: the database and the broker answer. 503 names whatever is down, never how: the
     driver's text carries hosts, ports and user names, so it goes to the log, not to the caller
-    (the probe answers anyone)."""
+    (the probe answers anyone). ``processes`` tells whether workers and beat are alive (their
+    heartbeats' age); it informs, and never makes this web process unready: a web process with
+    no worker still serves reads, and restarting it would not bring a worker back."""
     failures = {name: error for name, error in (("database", _database()), ("broker", _broker())) if error}
     for name, error in failures.items():
         log.warning("readiness: %s is down: %s", name, error)
@@ -49,5 +53,6 @@ def ready(request):
         "app": settings.SPARKOPS_APP_NAME,
         "version": __version__,
         "checks": checks,
+        "processes": liveness(),
     }
     return JsonResponse(body, status=503 if failures else 200)

@@ -30,6 +30,7 @@ from sparkops.admin_scoping import projects_with
 from sparkops.console import seconds, usd
 from sparkops.roles import Role
 
+from .liveness import liveness
 from .metrics import percentile, spend_breakdown
 
 #: The duration chart reads at most this many runs of each day (newest first).
@@ -66,9 +67,8 @@ def dashboard(request) -> dict:
         "budgets": budget_rows(project_ids, {p.pk: p for p in projects}),
         "charts": chart_data,
         "durations": {"p50": seconds(week["p50"]), "p95": seconds(week["p95"])},
-        # Worker and beat liveness: the integrator sets this from telemetry.liveness.liveness()
-        # ({"worker": {"state", "age_seconds", "detail"}, "beat": {...}}); None hides the cards.
-        "liveness": None,
+        # Worker and beat heartbeats: one cache read, remembered 2 s per process.
+        "liveness": liveness(),
     }
 
 

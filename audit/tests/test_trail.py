@@ -39,11 +39,14 @@ def test_an_api_change_records_actor_channel_diff_address_and_request_id(team):
     assert (entry.client_address, entry.request_id) == ("127.0.0.1", "req-42")
 
 
-def test_a_request_without_an_id_gets_one(team):
+def test_a_request_without_an_id_gets_one_the_logs_and_the_response_share(team):
     body = {"project": str(team.project.pk), "name": "Calc", "slug": "calc", "kind": "builtin"}
-    team.client(Role.DEVELOPER).post(f"{API}/tools", {**body, "config": {"function": "arithmetic"}}, format="json")
+    response = team.client(Role.DEVELOPER).post(
+        f"{API}/tools", {**body, "config": {"function": "arithmetic"}}, format="json"
+    )
     entry = last(object_type="agents.tool", action="create")
-    assert len(entry.request_id) == 32
+    assert len(entry.request_id) == 36
+    assert entry.request_id == response["X-Request-ID"]
     assert entry.changes["slug"] == [None, "calc"]
 
 

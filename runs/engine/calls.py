@@ -20,6 +20,7 @@ from agents.selectors import cost_of_call, price_in_force
 from policies import services as policy_services
 
 from ..choices import EventType
+from . import spans
 from .context import StepContext, StepFailed, StepHeld, StepTimedOut
 from .durability import durably
 
@@ -63,6 +64,7 @@ def record_llm_call(
             "price": price,
         }
     )
+    spans.record_usage(result, cost)
     for name, value in (
         ("input_tokens", result.input_tokens),
         ("output_tokens", result.output_tokens),
@@ -155,6 +157,7 @@ def ask_policies(ctx: StepContext, call: policy_services.Call, arguments: Any = 
     verdict = policy_services.call_verdict(call, ctx.policies)
     for decision in verdict.decisions:
         ctx.pending.append((EventType.POLICY_DECISION, ctx.step, _decision_payload(ctx, decision)))
+    spans.record_verdict(verdict)
     if verdict.outcome == "blocked":
         raise StepFailed(verdict.hit.reason, permanent=True, kind="PolicyBlocked")
     if verdict.outcome == "approval":
@@ -176,6 +179,11 @@ def _decision_payload(ctx: StepContext, decision) -> dict:
 # Tool calls, shared by tool steps and the agent's tool loop
 # ------------------------------------------------------------------------------
 def call_tool(ctx: StepContext, tool: Tool, arguments: Any) -> Any:
+    with spans.tool_span(ctx, tool.slug):
+        return _call_tool(ctx, tool, arguments)
+
+
+def _call_tool(ctx: StepContext, tool: Tool, arguments: Any) -> Any:
     ask_policies(ctx, call_facts(ctx, tool=tool), arguments)
     # No call may outlive the step: the lease is the step's timeout plus a margin, and a call
     # past it would be taken over by another worker and sent twice.

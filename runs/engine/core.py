@@ -11,6 +11,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
@@ -22,7 +23,7 @@ from workflows.definition import spec_of
 
 from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
-from . import admission, dispatch, kinds
+from . import admission, dispatch, kinds, spans
 from .context import StepCancelled, StepContext, StepFailed, StepHeld, recorded_fields
 from .durability import durably
 from .transitions import emit_many, insert_events, move_run, move_step, reserve_sequences
@@ -207,13 +208,16 @@ def execute(step_id: int) -> None:
         _advance_if_settled(step_id)
         return
     run = step.run
+    # On every log line of the rest of this task (django-structlog clears them before the next).
+    structlog.contextvars.bind_contextvars(run_id=str(step.run_id), step=step.key)
     if step.crashes >= POISON_AFTER_LOST_WORKERS:
         message = f"Its worker died {step.crashes} times while running it; it is not run again."
         _fail_step(step, StepFailed(message, permanent=True, kind="Poison"))
     elif run.status in (RunStatus.CANCELLING, *RUN_TERMINAL):
         _write_outcome(step, None, "cancelled", _cancelling(step))
     else:
-        _run(step, run)
+        with spans.step_span(step):
+            _run(step, run)
     # Advance here rather than through another message: the step's outcome is committed, and
     # the run's row lock keeps this safe next to any other advance. A worker that dies before
     # this leaves a run whose steps all settled: the reaper advances it (stranded_runs).

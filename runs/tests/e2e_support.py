@@ -322,3 +322,12 @@ def worker_logs(workers: list[Worker], tail: int = 3000) -> str:
         f"--- {worker.log_path.name}\n{worker.log_path.read_text()[-tail:] if worker.log_path.exists() else ''}"
         for worker in workers
     )
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, raw: bytes, content_type: str = "application/json") -> None:
+    """Answer a local server's request with ``raw`` as the whole body."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)

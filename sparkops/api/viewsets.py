@@ -11,6 +11,7 @@ serializer, filterset and roles; their serializers point at project-scoped rows 
 
 import uuid
 
+import structlog
 from django.db.models import Q
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.permissions import SAFE_METHODS
@@ -119,6 +120,7 @@ class ProjectScopedGenericViewSet(viewsets.GenericViewSet):
         """The caller's role in the project, if at least ``role``; else 404 or 403, or 409 for a
         write in an archived project."""
         needed = role or self.required_role()
+        structlog.contextvars.bind_contextvars(project=str(project_id))  # on the request's log lines
         have = self.caller_role(project_id)
         if have is None:
             raise exceptions.NotFound(NO_SUCH_PROJECT)

@@ -61,6 +61,7 @@ THIRD_PARTY_APPS = [
     "drf_spectacular_sidecar",
     "corsheaders",
     "django_celery_beat",
+    "django_structlog",
 ]
 LOCAL_APPS = [
     "sparkops",
@@ -81,6 +82,7 @@ INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
     "telemetry.middleware.RequestLatencyMiddleware",  # first, so it times all the others
+    "django_structlog.middlewares.RequestMiddleware",  # request_id (X-Request-ID) on every line
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -279,10 +281,10 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localho
 CORS_ALLOW_CREDENTIALS = True  # only ever for the origins listed above
 CORS_URLS_REGEX = r"^/(api|health).*$"
 # Beyond the defaults, the request headers the API reads (an API key, the idempotency key of a
-# run, where a live stream resumes) and the response header a browser client must see to back off
-# from a 429 or 503.
-CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key", "last-event-id")
-CORS_EXPOSE_HEADERS = ["Retry-After"]
+# run, where a live stream resumes, the request id) and the response headers a browser client must
+# see (to back off from a 429 or 503; the request id to quote).
+CORS_ALLOW_HEADERS = (*default_cors_headers, "idempotency-key", "x-api-key", "last-event-id", "x-request-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
 
 # ------------------------------------------------------------------------------
 # Static files (served by the app itself through whitenoise)
@@ -337,7 +339,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # sparkops/celery.py checks the kept connection's health and age before each task instead.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, with a heartbeat on its tick (telemetry/beat.py).
+CELERY_BEAT_SCHEDULER = "telemetry.beat:Scheduler"
 # A running step is presumed lost with its worker this long after its timeout; the reaper then
 # hands it to another worker.
 # Output tokens a call may produce when its agent sets no max_tokens: part of the estimate that
@@ -377,13 +380,27 @@ CELERY_BEAT_SCHEDULE = {
 # ------------------------------------------------------------------------------
 # Logging
 # ------------------------------------------------------------------------------
+# JSON lines (production, the default) or readable console lines (LOG_FORMAT=console, the local
+# default), through structlog (telemetry/logs.py); every line carries the request's or task's
+# context. Celery keeps its hands off the root logger, so workers log the same way.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "telemetry.logs.json_formatter"},
+        "console": {"()": "telemetry.logs.console_formatter"},
+    },
+    "filters": {"one_traceback": {"()": "telemetry.logs.OneTraceback"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["one_traceback"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+DJANGO_STRUCTLOG_CELERY_ENABLED = True  # task_id in workers; the request_id travels with the task
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = False  # telemetry/logs.py checks X-Request-ID first
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False  # behind a proxy the address is the proxy's
 
 # ------------------------------------------------------------------------------
 # Demo data (manage.py seed_demo)
@@ -447,3 +464,25 @@ SPARKOPS_SSE_HOLE_SECONDS = env.float("SPARKOPS_SSE_HOLE_SECONDS", default=300.0
 SPARKOPS_SSE_TOKEN_SECONDS = env.int("SPARKOPS_SSE_TOKEN_SECONDS", default=60)
 # Messages waiting for a client that does not read; past this the stream ends (it resumes on reconnect).
 SPARKOPS_SSE_QUEUE_LIMIT = env.int("SPARKOPS_SSE_QUEUE_LIMIT", default=10000)
+
+# ------------------------------------------------------------------------------
+# Traces, logs and process health (telemetry/tracing.py, telemetry/logs.py, telemetry/liveness.py)
+# ------------------------------------------------------------------------------
+# Traces go over OTLP/HTTP to each exporter named here; none named: tracing is off (no SDK).
+# The standard OTEL_EXPORTER_OTLP_* variables (endpoint, headers, timeout, compression) are read
+# by the exporter itself; LANGWATCH_API_KEY is a shortcut to LangWatch's OTLP endpoint.
+SPARKOPS_TRACING_EXPORTERS = []
+if not env.bool("OTEL_SDK_DISABLED", default=False):
+    if env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="") or env.str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default=""):
+        SPARKOPS_TRACING_EXPORTERS.append({})
+    if _langwatch_key := env.str("LANGWATCH_API_KEY", default=""):
+        _langwatch = env.str("LANGWATCH_ENDPOINT", default="https://app.langwatch.ai").rstrip("/")
+        SPARKOPS_TRACING_EXPORTERS.append(
+            {"endpoint": f"{_langwatch}/api/otel/v1/traces", "headers": {"Authorization": f"Bearer {_langwatch_key}"}}
+        )
+# Workers and beat write a heartbeat this often; /health/ready reports their age.
+SPARKOPS_HEARTBEAT_SECONDS = env.float("SPARKOPS_HEARTBEAT_SECONDS", default=10.0)
+# Task events for Flower (`celery -A sparkops flower`); off by default: every task then sends
+# several messages more through the broker.
+CELERY_WORKER_SEND_TASK_EVENTS = env.bool("SPARKOPS_TASK_EVENTS", default=False)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS

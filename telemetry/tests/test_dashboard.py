@@ -18,6 +18,7 @@ from projects.tests.factories import MembershipFactory
 from runs.choices import RunStatus, StepStatus
 from runs.models import Run, RunStep
 from runs.tests.factories import bare_run, make_catalog, make_workflow
+from telemetry import liveness
 
 
 @pytest.fixture
@@ -127,6 +128,23 @@ def test_the_dashboard_costs_the_same_queries_however_many_runs(stocked):
     assert len(many) == len(few)
     assert len(few) <= 30
     assert not any("COUNT" in q["sql"].upper() and "WHERE" not in q["sql"].upper() for q in many.captured_queries)
+
+
+def test_worker_and_beat_liveness_are_shown_from_their_heartbeats(stocked):
+    liveness.forget()
+    quiet = superuser_client().get("/admin/")
+    assert {k: v["state"] for k, v in quiet.context["liveness"].items()} == {"worker": "unknown", "beat": "unknown"}
+    assert 'data-card="worker"' in quiet.text
+    assert "no worker heartbeat recorded yet" in quiet.text
+
+    liveness.beat(liveness.WORKER_KEY, "celery@box")
+    liveness.forget()
+    beating = superuser_client().get("/admin/")
+
+    assert beating.context["liveness"]["worker"]["state"] == "ok"
+    assert beating.context["liveness"]["beat"]["state"] == "unknown"
+    assert "heartbeat 0 s ago" in beating.text
+    liveness.forget()
 
 
 def test_the_charts_are_kept_a_minute_and_the_counts_are_not(stocked):

@@ -11,6 +11,7 @@ from agents.models import Agent, Tool
 from agents.providers.base import CompletionRequest, Credential, Message, ToolSpec
 from policies import services as policy_services
 
+from .. import spans
 from ..calls import (
     UNREAD,
     ask_policies,
@@ -60,26 +61,27 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
             credential=credential,
             timeout=ctx.remaining(),
         )
-        estimate, tokens, price = estimate_call(agent, request) if call_policies(ctx) else (None, 0, UNREAD)
-        call = call_facts(ctx, agent=agent, estimate_usd=estimate, estimate_tokens=tokens)
-        verdict = ask_policies(ctx, call)
-        try:
-            result = _complete(ctx, provider, request)
-        except StepFailed:
-            release = partial(policy_services.spend_release, entry_id=verdict.entry_id)
-            durably(release, until=ctx.step.lease_expires_at)  # the failure is in hand: write it
-            raise
-        ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
-        record_llm_call(
-            ctx,
-            agent=agent,
-            result=result,
-            iteration=iteration,
-            final=not result.tool_calls,
-            call=call,
-            entry_id=verdict.entry_id,
-            price=price,
-        )
+        with spans.llm_span(ctx, agent, iteration):
+            estimate, tokens, price = estimate_call(agent, request) if call_policies(ctx) else (None, 0, UNREAD)
+            call = call_facts(ctx, agent=agent, estimate_usd=estimate, estimate_tokens=tokens)
+            verdict = ask_policies(ctx, call)
+            try:
+                result = _complete(ctx, provider, request)
+            except StepFailed:
+                release = partial(policy_services.spend_release, entry_id=verdict.entry_id)
+                durably(release, until=ctx.step.lease_expires_at)  # the failure is in hand: write it
+                raise
+            ctx.step.latency_ms = (ctx.step.latency_ms or 0) + result.latency_ms
+            record_llm_call(
+                ctx,
+                agent=agent,
+                result=result,
+                iteration=iteration,
+                final=not result.tool_calls,
+                call=call,
+                entry_id=verdict.entry_id,
+                price=price,
+            )
         ctx.check_cancel()  # a call that returned after the cancel request is counted, not used
         if not result.tool_calls:
             return result.text
