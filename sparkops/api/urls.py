@@ -12,8 +12,9 @@ from policies.api.views import (
     SpendEntryViewSet,
 )
 from projects.api.views import MembershipViewSet, ProjectViewSet
-from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WorkflowRunViewSet
+from runs.api.views import RunViewSet, WorkflowRunViewSet
 from schedules.api.views import ScheduleViewSet
+from taskboard.api.views import AgentStartTaskViewSet, SandboxViewSet, TaskViewSet
 from workflows.api.views import WorkflowViewSet
 
 from .routers import router
@@ -32,8 +33,10 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("workflows", WorkflowRunViewSet, basename="workflow-run")  # /workflows/{id}/run
 
 router.register("runs", RunViewSet, basename="run")
-router.register("tasks", TaskViewSet, basename="task")
 router.register("schedules", ScheduleViewSet, basename="schedule")
+
+router.register("tasks", TaskViewSet, basename="task")
+router.register("sandboxes", SandboxViewSet, basename="sandbox")
 
 router.register("policies", PolicyViewSet, basename="policy")
 router.register("policy-decisions", PolicyDecisionViewSet, basename="policy-decision")
