@@ -59,6 +59,9 @@ class LocalProvider(SandboxProvider):
                 )
             except OSError as exc:
                 raise SandboxError(f"Cannot run {argv[0]!r}: {exc.strerror}.") from exc
+            # Noted so destroy() can stop it even if this worker dies mid-command (kill -9).
+            with open(base / "out" / "pids", "a") as pids:
+                pids.write(f"{process.pid}\n")
             timed_out = _wait(process, limits.timeout)
         stdout, cut_out = _read_capped(out_path, limits.output_bytes)
         stderr, cut_err = _read_capped(err_path, limits.output_bytes)
@@ -98,6 +101,7 @@ class LocalProvider(SandboxProvider):
 
     def destroy(self, external_id: str) -> None:
         if external_id and "/" not in external_id:
+            _stop_commands(root() / external_id)
             shutil.rmtree(root() / external_id, ignore_errors=True)
 
     def exists(self, external_id: str) -> bool:
@@ -127,6 +131,22 @@ def _wait(process: subprocess.Popen, timeout: float) -> bool:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         return True
+
+
+def _stop_commands(base: Path) -> None:
+    """Kill the process groups of commands still running in the sandbox: those of a worker that
+    died mid-command outlive it (each runs in its own session). A pid is only killed while its
+    process still works in this sandbox, so a recycled pid is left alone."""
+    try:
+        pids = (base / "out" / "pids").read_text().split()
+    except OSError:
+        return
+    for pid in map(int, pids):
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(base):
+                os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            continue  # gone already, or not ours
 
 
 def _read_capped(path: Path, cap: int) -> tuple[str, bool]:
