@@ -9,7 +9,7 @@ from runs.engine.kinds.base import StepKind as EngineKind
 from workflows.kinds.base import StepKind as ValidationKind
 
 from . import git, github, services
-from .choices import GitOperationKind, TaskStatus
+from .choices import GitOperationKind, SandboxStatus, TaskStatus
 from .models import Sandbox, Task
 from .sandboxes import SandboxError
 
@@ -48,11 +48,13 @@ def run(ctx: StepContext) -> dict:
         ctx, {"task": str(task.pk), "agent": agent.slug}, agent=agent, provider=agent.provider, model=agent.model
     )
     sandbox = services.sandbox_create(project=task.project, agent=agent, task=task, run=ctx.run)
+    Sandbox.objects.filter(pk=sandbox.pk, status=SandboxStatus.READY).update(status=SandboxStatus.BUSY)
     keep = False
     try:
         return _work(ctx, task, agent, sandbox)
     except StepHeld:
         keep = True  # parked for a decision: the reaper's idle timeout bounds it; a rerun replaces it
+        Sandbox.objects.filter(pk=sandbox.pk, status=SandboxStatus.BUSY).update(status=SandboxStatus.READY)
         raise
     except FAILURES as exc:
         services._finish(task, TaskStatus.FAILED, error=str(exc))

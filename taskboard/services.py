@@ -1,9 +1,8 @@
 """Task board services: tasks and their runs, sandboxes and their lifecycle, git operations and pull
 requests. The API, the admin, the task step and the reaper all come through here."""
 
-import logging
-import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -32,8 +31,6 @@ from .choices import (
     TaskStatus,
 )
 from .models import GitOperation, Sandbox, Task
-
-log = logging.getLogger(__name__)
 
 SYSTEM_SLUG = "task-board"
 TASK_STEP = {"key": "task", "kind": "task", "timeout_seconds": 3600, "retry": {"attempts": 1}}
@@ -251,11 +248,14 @@ def sandbox_destroy(*, sandbox: Sandbox) -> Sandbox:
         sandbox.refresh_from_db()
         return sandbox
     try:
-        sandboxes.get(sandbox.provider).destroy(sandbox.external_id or str(sandbox.pk))
+        provider = sandboxes.get(sandbox.provider)
+        provider.destroy(sandbox.external_id or str(sandbox.pk))
     except Exception as exc:  # noqa: BLE001 - any provider failure: leave it to the reaper
         _mark(sandbox, SandboxStatus.STOPPING, last_error=f"Destroy failed, the reaper retries: {exc}")
         return sandbox
-    _mark(sandbox, SandboxStatus.DESTROYED, destroyed_at=timezone.now())
+    now = timezone.now()
+    cost = Decimal(str(provider.usd_per_second())) * Decimal((now - sandbox.created_at).total_seconds())
+    _mark(sandbox, SandboxStatus.DESTROYED, destroyed_at=now, cost_usd=cost.quantize(Decimal("0.000001")))
     return sandbox
 
 
@@ -358,7 +358,3 @@ def github_credential(task: Task) -> ProviderCredential | None:
 
 def branch_name(task: Task) -> str:
     return f"task/{slugify(task.title)[:40] or 'work'}-{str(task.pk)[:8]}"
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex

@@ -371,6 +371,8 @@ SPARKOPS_E2B_API_KEY = env.str("E2B_API_KEY", default="")
 SPARKOPS_E2B_DOMAIN = env.str("E2B_DOMAIN", default="")
 SPARKOPS_E2B_API_URL = env.str("E2B_API_URL", default="")  # the SDK's own variable; tests point it at a fake
 SPARKOPS_E2B_TEMPLATE = env.str("SPARKOPS_E2B_TEMPLATE", default="")
+# E2B bills per second of a running sandbox; the default template's 2 vCPU and 512 MiB, in USD.
+SPARKOPS_E2B_USD_PER_SECOND = env.float("SPARKOPS_E2B_USD_PER_SECOND", default=0.000028)
 # GitHub's REST API; for GitHub Enterprise, e.g. "https://github.example.com/api/v3" (a github
 # credential's base URL overrides it).
 SPARKOPS_GITHUB_API_URL = env.str("SPARKOPS_GITHUB_API_URL", default="https://api.github.com")

@@ -53,6 +53,10 @@ class SandboxProvider(abc.ABC):
     name: str = ""
     label: str = ""
 
+    def usd_per_second(self) -> float:
+        """What a second of one sandbox costs; recorded per sandbox when destroyed."""
+        return 0.0
+
     def available(self) -> str:
         """Why this provider cannot be used here ("" when it can), e.g. a missing API key."""
         return ""

@@ -19,6 +19,9 @@ class E2BProvider(SandboxProvider):
     name = "e2b"
     label = "E2B cloud sandbox"
 
+    def usd_per_second(self) -> float:
+        return settings.SPARKOPS_E2B_USD_PER_SECOND
+
     def available(self) -> str:
         return "" if settings.SPARKOPS_E2B_API_KEY else "E2B_API_KEY is not set."
 

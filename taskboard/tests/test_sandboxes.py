@@ -8,11 +8,15 @@ import os
 import threading
 import time
 import uuid
+from datetime import timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.utils import timezone
 
-from taskboard import sandboxes
+from taskboard import sandboxes, services
+from taskboard.models import Sandbox
 from taskboard.sandboxes import Limits, SandboxError
 
 QUICK = Limits(timeout=20, cpu_seconds=20, memory_mb=1024, file_size_mb=10, output_bytes=4000)
@@ -247,3 +251,18 @@ def test_e2b_without_a_key_says_so(settings):
     assert provider.available() == "E2B_API_KEY is not set."
     with pytest.raises(SandboxError, match="needs E2B_API_KEY"):
         provider.create(sandbox_id="row-3", limits=QUICK)
+
+
+def test_a_destroyed_e2b_sandbox_records_its_time_and_cost(e2b_api, team, settings):
+    settings.SPARKOPS_E2B_USD_PER_SECOND = 0.0001
+    sandbox = services.sandbox_create(project=team.project, provider="e2b")
+    Sandbox.objects.filter(pk=sandbox.pk).update(created_at=timezone.now() - timedelta(seconds=100))
+    sandbox.refresh_from_db()
+
+    services.sandbox_destroy(sandbox=sandbox)
+
+    sandbox.refresh_from_db()
+    assert (sandbox.external_id, sandbox.status) == ("sbx-1", "destroyed")
+    assert 100 <= sandbox.seconds_alive < 110
+    assert Decimal("0.0100") <= sandbox.cost_usd < Decimal("0.0110")
+    assert [m for m, *_ in e2b_api.requests] == ["POST", "DELETE"]
