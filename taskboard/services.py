@@ -277,7 +277,8 @@ def sandbox_touch(sandbox: Sandbox) -> None:
 
 
 def sandbox_of_run(run_id: str) -> Sandbox:
-    """The live sandbox a run's tools work in."""
+    """The live sandbox a run's tools work in: its task's, or one made for the run on its first
+    sandbox call (a workflow's tool steps share it; it is destroyed when the run ends)."""
     sandbox = (
         Sandbox.objects.select_related("agent")
         .filter(run_id=run_id or None, status__in=[SandboxStatus.READY, SandboxStatus.BUSY])
@@ -285,7 +286,10 @@ def sandbox_of_run(run_id: str) -> Sandbox:
         .first()
     )
     if sandbox is None:
-        raise sandboxes.SandboxError("No sandbox for this call: sandbox tools work inside a task's run.")
+        run = Run.objects.filter(pk=run_id or None, status__in=RUN_ACTIVE).first()
+        if run is None:
+            raise sandboxes.SandboxError("No sandbox for this call: sandbox tools work inside a run.")
+        return sandbox_create(project=run.project, run=run)
     sandbox_touch(sandbox)
     return sandbox
 

@@ -78,7 +78,7 @@ class AgentSerializer(serializers.ModelSerializer):
         choices=WorkStatus.choices, read_only=True, help_text="busy while one of its tasks is in progress, else idle."
     )
     current_task = serializers.PrimaryKeyRelatedField(
-        read_only=True, pk_field=serializers.UUIDField(), help_text="The task in progress, if any."
+        read_only=True, allow_null=True, pk_field=serializers.UUIDField(), help_text="The task in progress, if any."
     )
 
     class Meta:

@@ -19,6 +19,8 @@ class TaskSerializer(serializers.ModelSerializer):
         help_text="A github credential (default: the project's first one) for pushing and the pull request.",
     )
     runs = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    # A CharField: empty until the pull request is open, which a "uri" format would not allow.
+    pull_request_url = serializers.CharField(read_only=True, help_text="Set when the task ends in review.")
 
     class Meta:
         model = Task
