@@ -2,10 +2,13 @@
 repository onto a new branch, lets the task's agent work there with its tools, pushes, opens the
 pull request and settles the task; the sandbox is destroyed however the step ends."""
 
+from urllib.parse import urlsplit
+
 from agents.models import Agent
 from runs.engine.context import StepCancelled, StepContext, StepFailed, StepHeld, save_input
 from runs.engine.kinds.agent import _converse
 from runs.engine.kinds.base import StepKind as EngineKind
+from sparkops.lib import http
 from workflows.kinds.base import StepKind as ValidationKind
 
 from . import git, github, services
@@ -76,7 +79,7 @@ def _work(ctx: StepContext, task: Task, agent: Agent, sandbox: Sandbox) -> dict:
         services._finish(task, TaskStatus.DONE)
         return {"answer": answer}
     cloned = services.git_operation(
-        sandbox, GitOperationKind.CLONE, lambda: git.clone(ws, task.repository_url, task.base_branch)
+        sandbox, GitOperationKind.CLONE, lambda: _clone(ws, task.repository_url, task.base_branch)
     ).detail
     branch = services.branch_name(task)
     services.git_operation(sandbox, GitOperationKind.CHECKOUT_BRANCH, lambda: git.checkout_branch(ws, branch))
@@ -93,6 +96,19 @@ def _work(ctx: StepContext, task: Task, agent: Agent, sandbox: Sandbox) -> dict:
     url = _open_pr(task, sandbox, ws, branch, cloned["base_branch"], credential, answer)
     services._finish(task, TaskStatus.REVIEW, pull_request_url=url)
     return {"answer": answer, "branch": branch, "commit": pushed.commit_sha, "pull_request_url": url}
+
+
+def _clone(ws, url: str, base_branch: str) -> dict:
+    """The host is checked like any outbound call (no private or metadata addresses) before git
+    connects to it."""
+    if problem := services.repository_url_problem(url):
+        raise git.GitFailed(f"Cloning {url} refused: {problem}")
+    if url.startswith("https://"):
+        try:
+            http.resolve_checked(urlsplit(url).hostname, urlsplit(url).port or 443)
+        except http.OutboundError as exc:
+            raise git.GitFailed(f"Cloning {url} refused: {exc}") from exc
+    return git.clone(ws, url, base_branch)
 
 
 def _open_pr(task, sandbox, ws, branch: str, base: str, credential, answer: str) -> str:

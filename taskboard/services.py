@@ -4,6 +4,7 @@ requests. The API, the admin, the task step and the reaper all come through here
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -56,9 +57,25 @@ def task_errors(task: Task) -> dict[str, list[str]]:
         errors["credential"] = ["The credential belongs to another project."]
     elif task.credential is not None and task.credential.provider != "github":
         errors["credential"] = ["Pick a github credential (its token pushes and opens the pull request)."]
-    if "@" in task.repository_url.split("/")[2 if "://" in task.repository_url else 0]:
-        errors["repository_url"] = ["Put no credentials in the URL; pick a github credential instead."]
+    if problem := repository_url_problem(task.repository_url):
+        errors["repository_url"] = [problem]
     return errors
+
+
+def repository_url_problem(url: str) -> str | None:
+    """Why git may not clone ``url``: only https URLs without credentials in them; local paths
+    only where SPARKOPS_TASK_LOCAL_REPOSITORIES allows (development, tests), since a clone of a
+    server path would hand the agent files of the server."""
+    if not url:
+        return None
+    if settings.SPARKOPS_TASK_LOCAL_REPOSITORIES and url.startswith("/"):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return 'An https URL, e.g. "https://github.com/acme/shop.git".'
+    if "@" in parts.netloc:
+        return "Put no credentials in the URL; pick a github credential instead."
+    return None
 
 
 def task_save(*, task: Task) -> Task:

@@ -367,6 +367,9 @@ SPARKOPS_SANDBOX_LIMITS = {
     "file_size_mb": env.int("SPARKOPS_SANDBOX_FILE_SIZE_MB", default=200),
     "output_bytes": env.int("SPARKOPS_SANDBOX_OUTPUT_BYTES", default=64_000),
 }
+# Tasks clone https URLs only; true also lets them clone absolute paths on the server (a local
+# bare repository in development and tests). Never in production: the agent would read them.
+SPARKOPS_TASK_LOCAL_REPOSITORIES = env.bool("SPARKOPS_TASK_LOCAL_REPOSITORIES", default=False)
 SPARKOPS_E2B_API_KEY = env.str("E2B_API_KEY", default="")
 SPARKOPS_E2B_DOMAIN = env.str("E2B_DOMAIN", default="")
 SPARKOPS_E2B_API_URL = env.str("E2B_API_URL", default="")  # the SDK's own variable; tests point it at a fake

@@ -60,6 +60,20 @@ def test_create_refuses_an_agent_of_another_project_and_a_bad_priority(team, dev
     assert not Task.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("url", "local", "message"),
+    [
+        ("/srv/git/shop.git", False, 'An https URL, e.g. "https://github.com/acme/shop.git".'),
+        ("file:///srv/git/shop.git", True, 'An https URL, e.g. "https://github.com/acme/shop.git".'),
+        ("git@github.com:acme/shop.git", False, 'An https URL, e.g. "https://github.com/acme/shop.git".'),
+    ],
+)
+def test_create_refuses_urls_git_must_not_clone(team, dev, settings, url, local, message):
+    settings.SPARKOPS_TASK_LOCAL_REPOSITORIES = local
+    body = {"project": str(team.project.pk), "title": "x", "repository_url": url}
+    assert dev.post(TASKS, body, format="json").json()["errors"] == {"repository_url": [message]}
+
+
 def test_create_refuses_credentials_in_the_url_and_a_credential_that_is_not_githubs(team, dev):
     openai = ProviderCredential.objects.create(project=team.project, name="OpenAI", provider="openai")
     body = {"project": str(team.project.pk), "title": "x", "repository_url": "https://tok@github.com/a/b"}

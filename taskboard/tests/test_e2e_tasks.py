@@ -19,6 +19,7 @@ from .support import TOKEN, WRITE_AND_COMMIT, FakeGitHub, bare_repository, branc
 def sandbox_root(settings, tmp_path):
     settings.SPARKOPS_SANDBOX_ROOT = str(tmp_path / "sandboxes")
     settings.SPARKOPS_HTTP_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    settings.SPARKOPS_TASK_LOCAL_REPOSITORIES = True
     return tmp_path / "sandboxes"
 
 
@@ -191,3 +192,16 @@ def test_commands_the_agent_runs_are_committed_for_it_when_it_does_not_commit(te
     assert calls["read_file"]["output"] == "shop\n"
     commit = GitOperation.objects.get(task=task, kind="commit")
     assert commit.commit_sha == branches(bare)[task.branch]
+
+
+def test_a_repository_on_a_private_address_is_refused_before_git_connects(team, board, sandbox_root, settings):
+    _, agent, _ = board
+    settings.SPARKOPS_HTTP_ALLOWED_NETWORKS = []
+    task = start(team, agent, "https://127.0.0.1/acme/shop.git")
+    task.refresh_from_db()
+    clone = GitOperation.objects.get(task=task)
+    assert clone.status == GitOperationStatus.FAILED
+    assert "refused" in clone.error
+    assert "non-public address" in clone.error
+    assert task.status == TaskStatus.FAILED
+    assert list(sandbox_root.iterdir()) == []
