@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from agents.models import Agent
 from runs.api.views import IDEMPOTENCY_HEADER, REFUSED, idempotency_key_of
 from sparkops.api.access import api_key_of
+from sparkops.api.pagination import CursorPagination
 from sparkops.api.viewsets import (
     UUID_PATTERN,
     ProjectScopedGenericViewSet,
@@ -44,8 +45,9 @@ class TaskViewSet(
     queryset = Task.objects.select_related("agent").prefetch_related("runs")
     serializer_class = TaskSerializer
     filterset_class = TaskFilterSet
+    pagination_class = CursorPagination  # newest first; the board grows without bound
     search_fields = ["title", "description"]
-    ordering_fields = ["created_at", "priority", "status"]
+    ordering_fields = ["created_at"]
     http_method_names = ["get", "post", "patch", "head", "options"]
     project_changes_ignored = True
 
@@ -83,11 +85,10 @@ class TaskViewSet(
         return Response(self.get_serializer(task).data)
 
     @extend_schema(summary="The task's git operations, oldest first", responses=GitOperationSerializer(many=True))
-    @action(detail=True, methods=["get"], url_path="git-operations", filterset_class=None)
+    @action(detail=True, methods=["get"], url_path="git-operations", filterset_class=None, pagination_class=None)
     def git_operations(self, request, pk=None):
-        operations = GitOperation.objects.filter(task=self.get_object())
-        page = self.paginate_queryset(operations)
-        return self.get_paginated_response(GitOperationSerializer(page, many=True).data)
+        operations = GitOperation.objects.filter(task=self.get_object())  # a handful per task
+        return Response(GitOperationSerializer(operations, many=True).data)
 
 
 @extend_schema_view(
@@ -106,17 +107,17 @@ class SandboxViewSet(
     queryset = Sandbox.objects.all()
     serializer_class = SandboxSerializer
     filterset_class = SandboxFilterSet
-    ordering_fields = ["created_at", "status"]
+    pagination_class = CursorPagination
+    ordering_fields = ["created_at"]
 
     def perform_destroy(self, instance: Sandbox) -> None:
         services.sandbox_destroy(sandbox=instance)
 
     @extend_schema(summary="The sandbox's git operations, oldest first", responses=GitOperationSerializer(many=True))
-    @action(detail=True, methods=["get"], url_path="git-operations", filterset_class=None)
+    @action(detail=True, methods=["get"], url_path="git-operations", filterset_class=None, pagination_class=None)
     def git_operations(self, request, pk=None):
         operations = GitOperation.objects.filter(sandbox=self.get_object())
-        page = self.paginate_queryset(operations)
-        return self.get_paginated_response(GitOperationSerializer(page, many=True).data)
+        return Response(GitOperationSerializer(operations, many=True).data)
 
 
 class AgentStartTaskViewSet(ProjectScopedGenericViewSet):

@@ -182,7 +182,7 @@ def test_git_operations_are_listed_per_task_and_sandbox(team, dev, catalog):
     sandbox = Sandbox.objects.create(project=team.project, task=task, provider="local")
     GitOperation.objects.create(sandbox=sandbox, task=task, kind="clone", status="succeeded")
     for url in (f"{TASKS}/{task.pk}/git-operations", f"{SANDBOXES}/{sandbox.pk}/git-operations"):
-        rows = team.client(Role.VIEWER).get(url).json()["results"]
+        rows = team.client(Role.VIEWER).get(url).json()
         assert [(r["kind"], r["status"]) for r in rows] == [("clone", "succeeded")]
 
 
