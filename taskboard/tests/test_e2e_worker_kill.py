@@ -57,7 +57,7 @@ def test_a_sandbox_orphaned_by_a_killed_worker_is_destroyed_by_the_reaper(django
         worker.stop()
     command = int(pids.read_text().split()[0])
     sandbox.refresh_from_db()
-    assert sandbox.status == SandboxStatus.READY
+    assert sandbox.status == SandboxStatus.BUSY  # as the dead worker left it
     assert running(command)  # the orphan: nothing of the dead worker will stop it
 
     settings.SPARKOPS_SANDBOX_IDLE_SECONDS = 0
