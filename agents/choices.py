@@ -15,6 +15,22 @@ class HealthStatus(models.TextChoices):
 class ToolKind(models.TextChoices):
     HTTP = "http", "HTTP endpoint"
     BUILTIN = "builtin", "Built-in function"
+    # Run inside the task's sandbox (the task board registers their executors).
+    SANDBOX_EXEC = "sandbox_exec", "Command in the sandbox"
+    READ_FILE = "read_file", "Read a sandbox file"
+    WRITE_FILE = "write_file", "Write a sandbox file"
+    GIT_COMMIT = "git_commit", "Commit in the sandbox"
+
+
+class WorkStatus(models.TextChoices):
+    """What a task board shows of an agent: busy while a task of its is in progress."""
+
+    IDLE = "idle", "Idle"
+    BUSY = "busy", "Busy"
+
+
+#: Credentials for services other than LLM providers, e.g. a GitHub token for pull requests.
+SERVICE_CREDENTIALS = ("github",)
 
 
 class RiskClass(models.TextChoices):

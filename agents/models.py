@@ -9,12 +9,18 @@ from django.db import models
 from sparkops.lib import crypto
 
 from . import providers
-from .choices import AgentStatus, HealthStatus, RiskClass, ToolKind
+from .choices import SERVICE_CREDENTIALS, AgentStatus, HealthStatus, RiskClass, ToolKind, WorkStatus
 
 
 def validate_provider(value: str) -> None:
     if value not in providers.names():
         raise ValidationError(f"Unknown provider {value!r}; one of: {', '.join(providers.names())}.")
+
+
+def validate_credential_provider(value: str) -> None:
+    if value not in [*providers.names(), *SERVICE_CREDENTIALS]:
+        known = ", ".join([*providers.names(), *SERVICE_CREDENTIALS])
+        raise ValidationError(f"Unknown provider {value!r}; one of: {known}.")
 
 
 class ProviderCredential(models.Model):
@@ -24,9 +30,15 @@ class ProviderCredential(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="credentials")
     name = models.CharField(max_length=100, help_text='e.g. "OpenAI production key".')
-    provider = models.CharField(max_length=32, validators=[validate_provider], help_text='e.g. "openai".')
+    provider = models.CharField(
+        max_length=32,
+        validators=[validate_credential_provider],
+        help_text='e.g. "openai"; "github" for a token that pushes branches and opens pull requests.',
+    )
     base_url = models.URLField(
-        blank=True, default="", help_text='Optional; e.g. "http://vllm.internal:8000/v1" for a compatible server.'
+        blank=True,
+        default="",
+        help_text='Optional; e.g. "http://vllm.internal:8000/v1", or "https://ghe.example.com/api/v3" for github.',
     )
     secret_encrypted = models.TextField(blank=True, default="", editable=False)
     created_by = models.ForeignKey(
@@ -128,7 +140,16 @@ class Agent(models.Model):
         help_text="Tool-call rounds per step, at most.",
     )
     status = models.CharField(max_length=16, choices=AgentStatus.choices, default=AgentStatus.ACTIVE)
-    avatar_url = models.URLField(blank=True, default="")
+    avatar_url = models.URLField(blank=True, default="", help_text='e.g. "https://example.com/ada.png".')
+    current_task = models.ForeignKey(
+        "taskboard.Task",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+        help_text="The task the agent works on now; set and cleared by the task board.",
+    )
     health_status = models.CharField(
         max_length=16, choices=HealthStatus.choices, default=HealthStatus.UNKNOWN, editable=False
     )
@@ -159,6 +180,10 @@ class Agent(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == AgentStatus.ACTIVE
+
+    @property
+    def work_status(self) -> str:
+        return WorkStatus.BUSY if self.current_task_id else WorkStatus.IDLE
 
 
 class ModelPrice(models.Model):

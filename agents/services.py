@@ -139,9 +139,25 @@ def tool_errors(tool: Tool) -> dict[str, list[str]]:
         errors["config"] = [f"{field}: {message}" for field, message in config_errors.items()]
     if problems := schema_errors(tool.input_schema):
         errors["input_schema"] = problems
+    if tool.risk_class in _RISK_ORDER and _RISK_ORDER.index(tool.risk_class) < _RISK_ORDER.index(executor.risk_floor):
+        errors["risk_class"] = [f"A {tool.kind} tool is at least {executor.risk_floor}."]
     if tool.credential is not None and tool.credential.project_id != tool.project_id:
         errors["credential"] = ["The credential belongs to another project."]
     return errors
+
+
+def _fill_defaults(tool: Tool) -> None:
+    """A builtin (or a sandbox tool) knows its own input schema; fill it in when none is given."""
+    try:
+        executor = tools.get(tool.kind)
+    except tools.ToolError:
+        return  # reported by tool_errors
+    config = tool.config if isinstance(tool.config, dict) else {}  # a list or string is reported below
+    if not tool.input_schema and executor.knows_input_schema and not executor.validate_config(config):
+        tool.input_schema = executor.default_input_schema(config)
+    # A kind that writes (a sandbox's files, a push) is never classed below it: raising is safe.
+    if tool.risk_class in _RISK_ORDER and _RISK_ORDER.index(tool.risk_class) < _RISK_ORDER.index(executor.risk_floor):
+        tool.risk_class = executor.risk_floor
 
 
 def tool_save(*, tool: Tool, may_label: bool = True) -> Tool:
@@ -149,11 +165,7 @@ def tool_save(*, tool: Tool, may_label: bool = True) -> Tool:
     as an admin set them: see tool_label_errors."""
     if not may_label:
         _guard_labels(tool)
-    # A builtin knows its own input schema; fill it in when none is given.
-    builtin = tools.get("builtin")
-    config = tool.config if isinstance(tool.config, dict) else {}  # a list or string is reported below
-    if not tool.input_schema and tool.kind == "builtin" and not builtin.validate_config(config):
-        tool.input_schema = builtin.default_input_schema(tool.config)
+    _fill_defaults(tool)
     errors = tool_errors(tool)
     if errors:
         raise ValidationError(errors)

@@ -17,7 +17,6 @@ from audit.services import audit_record
 from projects.services import project_require_runnable, project_require_writable
 from sparkops.lib.errors import Refused
 from sparkops.roles import Role
-from workflows import services as workflow_services
 from workflows import validation
 from workflows.definition import spec_of
 from workflows.kinds.approval import DEFAULT_APPROVER_ROLE
@@ -381,62 +380,3 @@ def _release_hold(run: Run, step: RunStep, decided: dict) -> bool:
         move_run(run, RunStatus.RUNNING, EventType.RUN_RESUMED)
         dispatch.step_on_commit(step.pk)
     return moved
-
-
-# ------------------------------------------------------------------------------
-# Agent tasks: one-step runs for task-board frontends
-# ------------------------------------------------------------------------------
-TASK_PROMPT = (
-    "{{ inputs.title }}{% if inputs.description is defined and inputs.description %}"
-    "\n\n{{ inputs.description }}{% endif %}"
-)
-TASK_SCHEMA = {
-    "type": "object",
-    "properties": {"title": {"type": "string"}, "description": {"type": "string"}},
-    "required": ["title"],
-}
-
-
-def _task_workflow(agent) -> Workflow:
-    """The hidden one-step workflow behind an agent's tasks, made on first use."""
-    slug = f"task-{agent.slug}"[:64]
-    workflow = Workflow.objects.filter(project_id=agent.project_id, slug=slug).first()
-    if workflow is None:
-        definition = {"steps": [{"key": "task", "kind": "agent", "agent": agent.slug, "prompt": TASK_PROMPT}]}
-        workflow = workflow_services.workflow_create(
-            project=agent.project,
-            user=None,
-            name=f"Tasks for {agent.name}",
-            slug=slug,
-            description="One-step runs started with /agents/{id}/start-task.",
-            definition=definition,
-            input_schema=TASK_SCHEMA,
-            publish=True,
-        )
-    return workflow
-
-
-def task_start(
-    *,
-    agent,
-    user: User,
-    title: str,
-    description: str = "",
-    priority: int = 0,
-    api_key=None,
-    idempotency_key: str = "",
-) -> tuple[Run, bool]:
-    with transaction.atomic():
-        workflow = _task_workflow(agent)
-    # Outside that transaction: a refusal by a policy keeps its recorded decision.
-    return run_start(
-        workflow=workflow,
-        inputs={"title": title, "description": description},
-        user=user,
-        trigger=Trigger.API,
-        title=title,
-        priority=priority,
-        task_agent=agent,
-        api_key=api_key,
-        idempotency_key=idempotency_key,
-    )

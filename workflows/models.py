@@ -9,6 +9,14 @@ from .definition import same_json
 PUBLISHED_IS_FINAL = "Version {number} is published; its definition and input schema can no longer change."
 
 
+class PeopleWorkflows(models.Manager):
+    """Workflows people made and edit. System workflows (the task board's) belong to the engine:
+    no list, lookup or edit through this manager finds them; ``Workflow.everything`` does."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(system=False)
+
+
 class Workflow(models.Model):
     """A named, versioned DAG of agent, tool, approval and condition steps in one project. Its steps
     live in its versions; the newest version is what an edit changes, a published one what runs pin."""
@@ -21,18 +29,36 @@ class Workflow(models.Model):
     active = models.BooleanField(
         default=True, help_text="Inactive workflows keep their versions but start no runs, e.g. while reworked."
     )
+    system = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text="Made and run by the platform (the task board's runs); never listed or edited by people.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    everything = models.Manager()
+    objects = PeopleWorkflows()
+
     class Meta:
         ordering = ["name"]
+        default_manager_name = "objects"
+        base_manager_name = "everything"  # a run's workflow is found whatever it is
         constraints = [
-            # Its index also serves the list's "project = ?" filter and ?slug= lookups.
+            # Its index also serves the list's "project = ?" filter and ?slug= lookups. System
+            # workflows stand outside it: a person's slug never collides with one of theirs.
             models.UniqueConstraint(
                 fields=["project", "slug"],
+                condition=models.Q(system=False),
                 name="workflows_workflow_unique_slug",
                 violation_error_message="A workflow with this slug already exists in the project.",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["project", "slug"],
+                condition=models.Q(system=True),
+                name="workflows_workflow_unique_system_slug",
+                violation_error_message="A system workflow with this slug already exists in the project.",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -36,19 +36,22 @@ class WorkflowInvalid(ValidationError):
 # ------------------------------------------------------------------------------
 # Checking definitions
 # ------------------------------------------------------------------------------
-def definition_errors(*, project_id: Any, definition: Any, input_schema: Any) -> dict:
-    """What is wrong with a definition and input schema in this project's catalog; {} if nothing."""
-    return validation.validate(definition, input_schema, catalog_for_project(project_id))
+def definition_errors(*, project_id: Any, definition: Any, input_schema: Any, system: bool = False) -> dict:
+    """What is wrong with a definition and input schema in this project's catalog; {} if nothing.
+    ``system``: a system workflow's, which may use the system step kinds."""
+    catalog = catalog_for_project(project_id)
+    return validation.validate(definition, input_schema, {**catalog, "system": system} if system else catalog)
 
 
-def slug_taken(*, project_id: Any, slug: str, workflow_id: Any = None) -> bool:
-    """Whether another workflow of the project has this slug."""
-    return Workflow.objects.filter(project_id=project_id, slug=slug).exclude(pk=workflow_id).exists()
+def slug_taken(*, project_id: Any, slug: str, workflow_id: Any = None, system: bool = False) -> bool:
+    """Whether another workflow of the project (of the same sort: people's or system) has this slug."""
+    others = Workflow.everything.filter(project_id=project_id, slug=slug, system=system).exclude(pk=workflow_id)
+    return others.exists()
 
 
 def _workflow_errors(workflow: Workflow) -> dict:
     # The slug first, so a taken one is reported on its field (full_clean reports it as non-field).
-    if slug_taken(project_id=workflow.project_id, slug=workflow.slug, workflow_id=workflow.pk):
+    if slug_taken(project_id=workflow.project_id, slug=workflow.slug, workflow_id=workflow.pk, system=workflow.system):
         return {"slug": [SLUG_TAKEN]}
     try:
         workflow.full_clean()
@@ -84,9 +87,11 @@ def workflow_create(
     input_schema: Any = None,
     active: bool = True,
     publish: bool = False,
+    system: bool = False,
 ) -> Workflow:
-    """Create a workflow with version 1 (published at once when ``publish``)."""
-    workflow = Workflow(project=project, name=name, slug=slug, description=description, active=active)
+    """Create a workflow with version 1 (published at once when ``publish``). ``system``: one the
+    platform runs and people never see (the task board's)."""
+    workflow = Workflow(project=project, name=name, slug=slug, description=description, active=active, system=system)
     return workflow_add(workflow=workflow, user=user, definition=definition, input_schema=input_schema, publish=publish)
 
 
@@ -97,7 +102,9 @@ def workflow_add(
     """Save a workflow built but not yet saved (as the admin's form builds it) with version 1."""
     input_schema = {} if input_schema is None else input_schema
     errors = _workflow_errors(workflow)
-    errors |= definition_errors(project_id=workflow.project_id, definition=definition, input_schema=input_schema)
+    errors |= definition_errors(
+        project_id=workflow.project_id, definition=definition, input_schema=input_schema, system=workflow.system
+    )
     _raise_if(errors)
     _save(workflow)
     version = _version_add(workflow=workflow, user=user, number=1, definition=definition, input_schema=input_schema)
@@ -177,7 +184,12 @@ def version_publish(*, version: WorkflowVersion) -> WorkflowVersion:
     if not version.published:
         project_id = version.workflow.project_id
         _raise_if(
-            definition_errors(project_id=project_id, definition=version.definition, input_schema=version.input_schema)
+            definition_errors(
+                project_id=project_id,
+                definition=version.definition,
+                input_schema=version.input_schema,
+                system=version.workflow.system,
+            )
         )
     # A conditional UPDATE: of two publishes at once, the first sets the time and the second
     # finds nothing to change.

@@ -155,7 +155,7 @@ class _StepChecker:
     # ---------------------------------------------------------------- fields
     def _check_step(self, label: str, step: dict) -> None:
         kind = kinds.get(step.get("kind"))
-        if kind is None:
+        if kind is None or (kinds.is_system(kind.name) and not self.catalog.get("system")):
             self.add(label, f"kind: must be one of {', '.join(kinds.names())}.")
             return
         for field in sorted(set(step) - COMMON_FIELDS - kind.fields):

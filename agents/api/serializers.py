@@ -3,13 +3,14 @@ from rest_framework import serializers
 from sparkops.api.viewsets import ProjectField, ScopedRelatedField
 
 from .. import providers
+from ..choices import SERVICE_CREDENTIALS, WorkStatus
 from ..models import Agent, ModelPrice, ProviderCredential, Tool
 from ..selectors import price_in_force
 
 
 class CredentialSerializer(serializers.ModelSerializer):
     project = ProjectField()
-    provider = serializers.ChoiceField(choices=providers.choices())
+    provider = serializers.ChoiceField(choices=[*providers.choices(), *((name, name) for name in SERVICE_CREDENTIALS)])
     secret = serializers.CharField(
         write_only=True,
         required=False,
@@ -73,6 +74,12 @@ class AgentSerializer(serializers.ModelSerializer):
         help_text="False when no price is known for the model: its cost cannot be counted."
     )
     health = serializers.SerializerMethodField()
+    work_status = serializers.ChoiceField(
+        choices=WorkStatus.choices, read_only=True, help_text="busy while one of its tasks is in progress, else idle."
+    )
+    current_task = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, pk_field=serializers.UUIDField(), help_text="The task in progress, if any."
+    )
 
     class Meta:
         model = Agent
@@ -92,6 +99,8 @@ class AgentSerializer(serializers.ModelSerializer):
             "max_tool_iterations",
             "status",
             "avatar_url",
+            "work_status",
+            "current_task",
             "is_priced",
             "health",
             "created_at",

@@ -67,6 +67,8 @@ class CallLimits:
 
     timeout: float | None = None
     idempotency_key: str = ""
+    #: The run making the call, when a run makes it: sandbox tools work in that run's sandbox.
+    run_id: str = ""
 
 
 NO_LIMITS = CallLimits()
@@ -85,6 +87,10 @@ class ToolError(Exception):
 
 class ToolExecutor(abc.ABC):
     kind: str = ""
+    #: The least risk class a tool of this kind may be given (approval policies act on it).
+    risk_floor: str = "read"
+    #: The kind knows its input schema: a tool saved without one gets it.
+    knows_input_schema: bool = False
 
     @abc.abstractmethod
     def validate_config(self, config: dict) -> dict[str, str]:

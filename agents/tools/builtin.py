@@ -123,6 +123,7 @@ _VALIDATORS = {name: jsonschema.Draft202012Validator(b.input_schema) for name, b
 
 class BuiltinExecutor(ToolExecutor):
     kind = "builtin"
+    knows_input_schema = True
 
     def validate_config(self, config: dict) -> dict[str, str]:
         function = config.get("function")

@@ -197,12 +197,6 @@ class RunEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StartTaskSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
-    priority = serializers.IntegerField(required=False, default=0, min_value=-100, max_value=100)
-
-
 # ------------------------------------------------------------------------------
 # Estimates and replay previews (answers only: documented for the schema)
 # ------------------------------------------------------------------------------

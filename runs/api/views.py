@@ -13,7 +13,6 @@ from rest_framework import exceptions, mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from agents.models import Agent
 from sparkops.api.access import api_key_of, role_in
 from sparkops.api.pagination import CursorPagination
 from sparkops.api.viewsets import UUID_PATTERN, ProjectScopedGenericViewSet
@@ -39,7 +38,6 @@ from .serializers import (
     RunRetrySerializer,
     RunSerializer,
     RunStepSerializer,
-    StartTaskSerializer,
     WaitingApprovalSerializer,
 )
 
@@ -362,49 +360,6 @@ def _inputs_param(raw: str) -> dict:
     if not isinstance(inputs, dict):
         raise exceptions.ValidationError({"inputs": ['A JSON object, e.g. {"topic": "solar"}.']})
     return inputs
-
-
-class AgentStartTaskViewSet(ProjectScopedGenericViewSet):
-    """``POST /agents/{id}/start-task``: a one-step run of one agent, for task-board frontends."""
-
-    queryset = Agent.objects.all()
-    serializer_class = StartTaskSerializer  # the request body (OPTIONS describes it)
-    lookup_value_regex = UUID_PATTERN
-
-    @extend_schema(
-        summary="Start a one-step task run of this agent",
-        request=StartTaskSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
-        responses={201: RunDetailSerializer, 200: RunDetailSerializer, **REFUSED},
-        tags=["tasks"],
-    )
-    @action(detail=True, methods=["post"], url_path="start-task")
-    def start_task(self, request, pk=None):
-        agent = self.get_object()
-        payload = self.get_serializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        run, created = services.task_start(
-            agent=agent,
-            user=request.user,
-            api_key=api_key_of(request),
-            idempotency_key=idempotency_key_of(request),
-            **payload.validated_data,
-        )
-        return start_response(run, created, request)
-
-
-@extend_schema_view(
-    list=extend_schema(summary="List agent tasks (one-step runs started with start-task)", tags=["tasks"])
-)
-class TaskViewSet(mixins.ListModelMixin, ProjectScopedGenericViewSet):
-    """One-step agent runs, as a task board sees them."""
-
-    queryset = Run.objects.filter(task_agent__isnull=False).select_related("workflow_version")
-    serializer_class = RunSerializer
-    filterset_class = RunFilterSet
-    pagination_class = CursorPagination
-    search_fields = ["title"]
-    ordering = ("-queued_at", "-id")
 
 
 class WaitingApprovalFilterSet(django_filters.FilterSet):

@@ -187,7 +187,9 @@ def _call_tool(ctx: StepContext, tool: Tool, arguments: Any) -> Any:
     ask_policies(ctx, call_facts(ctx, tool=tool), arguments)
     # No call may outlive the step: the lease is the step's timeout plus a margin, and a call
     # past it would be taken over by another worker and sent twice.
-    limits = tools.CallLimits(timeout=ctx.remaining(), idempotency_key=idempotency_key(ctx, tool, arguments))
+    limits = tools.CallLimits(
+        timeout=ctx.remaining(), idempotency_key=idempotency_key(ctx, tool, arguments), run_id=str(ctx.run.pk)
+    )
     started = time.monotonic()
     try:
         result = agent_services.tool_execute(tool=tool, arguments=arguments, limits=limits)

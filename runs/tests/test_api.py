@@ -14,7 +14,6 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from projects.tests.factories import MembershipFactory
-from runs import services
 from runs.choices import EventType, RunStatus, StepStatus, Trigger
 from runs.models import Approval, Run, RunStep
 from sparkops.roles import Role
@@ -356,7 +355,7 @@ def test_a_repeated_idempotency_key_on_the_workflow_shortcut_and_start_task(team
     assert first.json()["id"] == again.json()["id"]
     assert client.post(url, {"inputs": {"name": "Bob"}}, HTTP_IDEMPOTENCY_KEY="wf").status_code == 422
 
-    task_url = start_task_url(catalog.writer)
+    task_url = f"/api/v1/agents/{catalog.writer.pk}/start-task"
     task = client.post(task_url, {"title": "Write"}, HTTP_IDEMPOTENCY_KEY="task")
     task_again = client.post(task_url, {"title": "Write"}, HTTP_IDEMPOTENCY_KEY="task")
     assert (task.status_code, task_again.status_code) == (201, 200)
@@ -610,65 +609,3 @@ def test_an_id_that_is_no_uuid_is_404_not_400(team, path):
     # The route accepts 36 hex digits and dashes; not every such string is a UUID.
     not_a_uuid = "E49bC5226d0ED10--E83052Bd19b36031F04"
     assert_error(team.client(Role.OWNER).post(path.format(id=not_a_uuid), {"title": "t"}), 404)
-
-
-# ------------------------------------------------------------------------------
-# Agent tasks: POST /agents/{id}/start-task and GET /tasks
-# ------------------------------------------------------------------------------
-def start_task_url(agent) -> str:
-    return f"/api/v1/agents/{agent.pk}/start-task"
-
-
-@pytest.mark.parametrize("who", WHO)
-def test_starting_a_task_needs_the_developer_role(team, catalog, who):
-    response = team.client(who).post(start_task_url(catalog.writer), {"title": "Write it", "priority": 5})
-
-    assert response.status_code == expected(who, 201), response.json()
-    if response.status_code == 201:
-        run = Run.objects.get()
-        assert (run.task_agent, run.title, run.priority, run.inputs["title"]) == (
-            catalog.writer,
-            "Write it",
-            5,
-            "Write it",
-        )
-        assert [s["key"] for s in response.json()["steps"]] == ["task"]
-    else:
-        assert not Run.objects.exists()
-        assert not Workflow.objects.filter(slug="task-writer").exists()
-
-
-def test_tasks_of_an_agent_share_one_hidden_workflow(team, catalog):
-    client = team.client(Role.DEVELOPER)
-    for title in ("one", "two"):
-        assert client.post(start_task_url(catalog.writer), {"title": title}).status_code == 201
-    assert Workflow.objects.filter(project=team.project, slug="task-writer").count() == 1
-    assert Run.objects.values("workflow").distinct().count() == 1
-
-
-def test_a_task_needs_a_title(team, catalog):
-    response = team.client(Role.DEVELOPER).post(start_task_url(catalog.writer), {"description": "d"})
-    assert "title" in assert_error(response, 400)["errors"]
-    assert not Run.objects.exists()
-
-
-@pytest.mark.parametrize("who", WHO)
-def test_the_task_list_shows_only_task_runs_of_the_callers_projects(team, catalog, run, who):
-    task, _ = services.task_start(agent=catalog.writer, user=team.members[Role.OWNER], title="Mine")
-    response = team.client(who).get(TASKS)
-    assert ids(response) == ([] if who == "outsider" else [str(task.pk)])
-
-
-def test_the_task_list_filters_by_agent(team, catalog):
-    owner = team.members[Role.OWNER]
-    services.task_start(agent=catalog.writer, user=owner, title="w")
-    helper, _ = services.task_start(agent=catalog.helper, user=owner, title="h")
-    response = team.client(Role.VIEWER).get(TASKS, {"agent": str(catalog.helper.pk)})
-    assert ids(response) == [str(helper.pk)]
-
-
-def test_the_task_list_searches_titles(team, catalog):
-    owner = team.members[Role.OWNER]
-    services.task_start(agent=catalog.writer, user=owner, title="Write a poem")
-    essay, _ = services.task_start(agent=catalog.writer, user=owner, title="Write an essay")
-    assert ids(team.client(Role.VIEWER).get(TASKS, {"search": "essay"})) == [str(essay.pk)]

@@ -11,7 +11,7 @@ from runs.filtersets import RunFilterSet
 from runs.models import Run
 from sparkops.roles import Role
 
-from .factories import agent_step, bare_run, make_catalog, make_workflow
+from .factories import agent_step, bare_run, make_catalog, make_workflow, start
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_queued_after_includes_the_instant_and_queued_before_excludes_it(workflo
 
 def test_agent_selects_its_tasks(team, catalog, workflow):
     owner = team.members[Role.OWNER]
-    writer_task, _ = services.task_start(agent=catalog.writer, user=owner, title="w")
-    services.task_start(agent=catalog.helper, user=owner, title="h")
+    writer_task = start(workflow, user=owner, task_agent=catalog.writer)
+    start(workflow, user=owner, task_agent=catalog.helper)
     bare_run(workflow)
     assert runs(agent=str(catalog.writer.pk)) == {writer_task}

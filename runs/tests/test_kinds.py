@@ -12,7 +12,7 @@ from .factories import agent_step, event_types, make_catalog, make_workflow, sta
 
 
 def test_the_workflow_and_engine_registries_name_the_same_kinds_in_the_same_order():
-    assert engine_kinds.names() == workflow_kinds.names()
+    assert engine_kinds.names() == workflow_kinds.names(system=True)
 
 
 def test_only_the_approval_gate_parks():

@@ -469,28 +469,3 @@ def test_a_rejection_records_who_and_why(catalog, team):
     assert step.error == {"type": "Rejected", "message": f"Rejected by {owner.email}: risky", "permanent": True}
     assert Approval.objects.get(step=step).decided_by == owner
     assert events(run, EventType.STEP_REJECTED)[0].payload["comment"] == "risky"
-
-
-# ------------------------------------------------------------------------------
-# Agent tasks
-# ------------------------------------------------------------------------------
-def test_a_task_is_a_one_step_run_of_a_hidden_workflow_made_once(catalog, team):
-    user = team.members[Role.DEVELOPER]
-
-    one, _ = services.task_start(agent=catalog.writer, user=user, title="Write", description="Briefly", priority=4)
-    two, _ = services.task_start(agent=catalog.writer, user=user, title="Again")
-
-    assert one.workflow_id == two.workflow_id
-    assert Workflow.objects.filter(project=team.project, slug="task-writer").count() == 1
-    one = reload(one)
-    assert (one.task_agent, one.title, one.priority, one.created_by) == (catalog.writer, "Write", 4, user)
-    assert one.inputs == {"title": "Write", "description": "Briefly"}
-    assert list(one.steps.values_list("key", "kind")) == [("task", "agent")]
-
-
-def test_a_task_runs_its_agent_on_the_title_and_description(engine, catalog, team):
-    run, _ = services.task_start(agent=catalog.writer, user=team.members["owner"], title="Write", description="Briefly")
-
-    run = reload(run)
-    assert run.status == RunStatus.SUCCEEDED
-    assert run.outputs == {"task": "echo: Write\n\nBriefly"}

@@ -13,8 +13,9 @@ from policies.api.views import (
     SpendEntryViewSet,
 )
 from projects.api.views import MembershipViewSet, ProjectViewSet
-from runs.api.views import AgentStartTaskViewSet, RunViewSet, TaskViewSet, WaitingApprovalViewSet, WorkflowRunViewSet
+from runs.api.views import RunViewSet, WaitingApprovalViewSet, WorkflowRunViewSet
 from schedules.api.views import ProjectFreezeViewSet, ScheduleViewSet
+from taskboard.api.views import AgentStartTaskViewSet, SandboxViewSet, TaskViewSet
 from webhooks.api.views import DeliveryViewSet, EndpointViewSet
 from workflows.api.views import WorkflowViewSet
 
@@ -35,9 +36,11 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("workflows", WorkflowRunViewSet, basename="workflow-run")  # /workflows/{id}/run
 
 router.register("runs", RunViewSet, basename="run")
-router.register("tasks", TaskViewSet, basename="task")
 router.register("approvals", WaitingApprovalViewSet, basename="approval")  # the inbox: steps waiting
 router.register("schedules", ScheduleViewSet, basename="schedule")
+
+router.register("tasks", TaskViewSet, basename="task")
+router.register("sandboxes", SandboxViewSet, basename="sandbox")
 
 router.register("policies", PolicyViewSet, basename="policy")
 router.register("policy-decisions", PolicyDecisionViewSet, basename="policy-decision")

@@ -75,6 +75,7 @@ LOCAL_APPS = [
     "schedules",
     "notices",
     "webhooks",
+    "taskboard",
     "telemetry",
     "live",
 ]
@@ -375,7 +376,38 @@ CELERY_BEAT_SCHEDULE = {
     # Sends webhook deliveries that are due and that no message woke a worker for (a lost
     # enqueue, a worker killed mid-send, a retry's time come).
     "webhooks-reap": {"task": "webhooks.reap", "schedule": SPARKOPS_REAP_SECONDS},
+    # Destroys sandboxes idle past their timeout, of ended tasks, or unknown to the database.
+    "taskboard-reap-sandboxes": {"task": "taskboard.reap_sandboxes", "schedule": SPARKOPS_REAP_SECONDS * 2},
 }
+
+# ------------------------------------------------------------------------------
+# Task board: sandboxes and pull requests (taskboard/)
+# ------------------------------------------------------------------------------
+# "local" (a directory and subprocesses; the embedded default) or "e2b" (needs E2B_API_KEY).
+SPARKOPS_SANDBOX_PROVIDER = env.str("SPARKOPS_SANDBOX_PROVIDER", default="local")
+SPARKOPS_SANDBOX_ROOT = env.str("SPARKOPS_SANDBOX_ROOT", default=str(VAR_DIR / "sandboxes"))
+# A sandbox unused this long is destroyed by the reaper (and E2B stops its own at this timeout).
+SPARKOPS_SANDBOX_IDLE_SECONDS = env.float("SPARKOPS_SANDBOX_IDLE_SECONDS", default=900.0)
+# What each sandbox may use: seconds per command, CPU seconds, memory, file size, output kept.
+SPARKOPS_SANDBOX_LIMITS = {
+    "timeout": env.float("SPARKOPS_SANDBOX_COMMAND_TIMEOUT", default=120.0),
+    "cpu_seconds": env.int("SPARKOPS_SANDBOX_CPU_SECONDS", default=120),
+    "memory_mb": env.int("SPARKOPS_SANDBOX_MEMORY_MB", default=2048),
+    "file_size_mb": env.int("SPARKOPS_SANDBOX_FILE_SIZE_MB", default=200),
+    "output_bytes": env.int("SPARKOPS_SANDBOX_OUTPUT_BYTES", default=64_000),
+}
+# Tasks clone https URLs only; true also lets them clone absolute paths on the server (a local
+# bare repository in development and tests). Never in production: the agent would read them.
+SPARKOPS_TASK_LOCAL_REPOSITORIES = env.bool("SPARKOPS_TASK_LOCAL_REPOSITORIES", default=False)
+SPARKOPS_E2B_API_KEY = env.str("E2B_API_KEY", default="")
+SPARKOPS_E2B_DOMAIN = env.str("E2B_DOMAIN", default="")
+SPARKOPS_E2B_API_URL = env.str("E2B_API_URL", default="")  # the SDK's own variable; tests point it at a fake
+SPARKOPS_E2B_TEMPLATE = env.str("SPARKOPS_E2B_TEMPLATE", default="")
+# E2B bills per second of a running sandbox; the default template's 2 vCPU and 512 MiB, in USD.
+SPARKOPS_E2B_USD_PER_SECOND = env.float("SPARKOPS_E2B_USD_PER_SECOND", default=0.000028)
+# GitHub's REST API; for GitHub Enterprise, e.g. "https://github.example.com/api/v3" (a github
+# credential's base URL overrides it).
+SPARKOPS_GITHUB_API_URL = env.str("SPARKOPS_GITHUB_API_URL", default="https://api.github.com")
 
 # ------------------------------------------------------------------------------
 # Logging

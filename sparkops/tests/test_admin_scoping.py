@@ -18,7 +18,18 @@ from runs.tests.factories import echo_agent
 from sparkops.roles import Role
 
 pytestmark = pytest.mark.django_db
-APPS = ("accounts", "projects", "agents", "workflows", "policies", "runs", "schedules", "webhooks", "audit")
+APPS = (
+    "accounts",
+    "projects",
+    "agents",
+    "workflows",
+    "policies",
+    "runs",
+    "schedules",
+    "webhooks",
+    "audit",
+    "taskboard",
+)
 
 
 def staff(roles: dict, *, everything: bool = True) -> Client:

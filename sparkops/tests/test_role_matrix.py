@@ -191,6 +191,20 @@ def _tool(t):
     return f"/tools/{tool(t.project, unique('tool')).pk}"
 
 
+def _task(t):
+    """A pending task of the project's writer agent, one per caller."""
+    from taskboard.models import Task
+
+    catalog(t)
+    return f"/tasks/{Task.objects.create(project=t.project, title='Do it', agent=agent(t)).pk}"
+
+
+def _sandbox(t):
+    from taskboard.models import Sandbox
+
+    return f"/sandboxes/{Sandbox.objects.create(project=t.project, provider='local', external_id='').pk}"
+
+
 def _tool_put(t):
     """A full body that keeps the slug: renaming a tool is an admin's (README, tool labels)."""
     made = tool(t.project, unique("tool"))
@@ -290,6 +304,12 @@ MATRIX: dict[tuple[str, str], Op] = {
     ("POST", "/runs/{id}/steps/{key}/reject"): Op(
         ADMIN, lambda t: (f"/runs/{parked_run(t).pk}/steps/gate/reject", {"comment": "no"})
     ),
+    # Task board: developers give, edit, start and cancel tasks and destroy sandboxes
+    ("POST", "/tasks"): Op(DEVELOPER, lambda t: ("/tasks", {"project": pid(t), "title": "Do it"})),
+    ("PATCH", "/tasks/{id}"): Op(DEVELOPER, lambda t: (_task(t), {"priority": "high"})),
+    ("POST", "/tasks/{id}/start"): Op(DEVELOPER, lambda t: (f"{_task(t)}/start", None)),
+    ("POST", "/tasks/{id}/cancel"): Op(DEVELOPER, lambda t: (f"{_task(t)}/cancel", None)),
+    ("DELETE", "/sandboxes/{id}"): Op(DEVELOPER, lambda t: (_sandbox(t), None)),
     # Schedules and policies: admins write
     ("POST", "/schedules"): Op(ADMIN, lambda t: ("/schedules", schedule_body(t))),
     ("PUT", "/schedules/{id}"): Op(ADMIN, lambda t: (_schedule(t), schedule_body(t))),

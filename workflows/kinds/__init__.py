@@ -13,10 +13,14 @@ from .tool import ToolKind
 __all__ = ["Known", "StepKind", "get", "names", "register"]
 
 _REGISTRY: dict[str, StepKind] = {}
+#: Kinds only system workflows may use (the task board's ``task``): people's definitions never do.
+_SYSTEM: set[str] = set()
 
 
-def register(kind: StepKind) -> StepKind:
+def register(kind: StepKind, *, system: bool = False) -> StepKind:
     _REGISTRY[kind.name] = kind
+    if system:
+        _SYSTEM.add(kind.name)
     return kind
 
 
@@ -26,8 +30,13 @@ def get(name: Any) -> StepKind | None:
     return _REGISTRY.get(name) if isinstance(name, str) else None
 
 
-def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+def names(*, system: bool = False) -> tuple[str, ...]:
+    """The kinds people may use; with ``system``, the system kinds too."""
+    return tuple(name for name in _REGISTRY if system or name not in _SYSTEM)
+
+
+def is_system(name: str) -> bool:
+    return name in _SYSTEM
 
 
 register(AgentKind())
