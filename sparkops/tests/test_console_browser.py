@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
@@ -160,3 +161,54 @@ def test_an_operator_reads_the_dashboard_and_approves_a_step_from_the_run_page(
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
     steps = {r.get_attribute("data-step"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "#steps tbody tr")}
     assert "Succeeded" in steps["publish"]
+
+
+def test_an_operator_freezes_a_project_and_sees_its_schedules_paused_and_new_runs_refused(
+    live_server, browser, engine_inline
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from schedules import services as schedule_services
+    from schedules.models import Schedule
+
+    project = ProjectFactory(name="Burning bots")
+    operator = UserFactory(email="ops@example.com", name="Ada Operator", password=PASSWORD, is_staff=True)
+    operator.user_permissions.add(*Permission.objects.filter(content_type__app_label__in=("projects", "schedules")))
+    MembershipFactory(user=operator, project=project, role="admin")  # staff acting with their project role
+    make_catalog(project)
+    gated = make_workflow(project, approval_step("gate"), agent_step("after", depends_on=["gate"]), slug="gated")
+    hourly = schedule_services.schedule_save(
+        schedule=Schedule(project=project, workflow=gated, name="Hourly", cron="0 * * * *", inputs={"name": "Ada"})
+    )
+    waiting = start(gated)
+    assert waiting.status == RunStatus.WAITING_APPROVAL
+
+    log_in(browser, live_server, operator.email)
+    browser.get(f"{live_server.url}/admin/projects/project/")
+    browser.find_element(By.CSS_SELECTOR, f"input[name=_selected_action][value='{project.pk}']").click()
+    Select(browser.find_element(By.NAME, "action")).select_by_value("freeze")
+    browser.find_element(By.NAME, "index").click()
+
+    # The confirmation page says what will happen and asks for the reason.
+    assert "pauses every schedule" in browser.find_element(By.ID, "content").text
+    browser.find_element(By.NAME, "reason").send_keys("runaway spend")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit][value='Yes, freeze']").click()
+    message = browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    assert "frozen; 1 schedule(s) paused, 1 run(s) cancelled" in message
+
+    # Its schedule shows paused with the freeze's reason; running it now is refused, naming the freeze.
+    browser.get(f"{live_server.url}/admin/schedules/schedule/{hourly.pk}/change/")
+    assert "runaway spend" in browser.find_element(By.CSS_SELECTOR, ".field-paused_reason").text
+    browser.get(f"{live_server.url}/admin/schedules/schedule/")
+    browser.find_element(By.CSS_SELECTOR, f"input[name=_selected_action][value='{hourly.pk}']").click()
+    Select(browser.find_element(By.NAME, "action")).select_by_value("run_now")
+    browser.find_element(By.NAME, "index").click()
+    refused = browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    assert "blocked" in refused, refused
+    assert "frozen" in refused, refused
+
+    hourly.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (hourly.enabled, hourly.paused_by_freeze, waiting.status) == (False, True, RunStatus.CANCELLED)
+    assert Run.objects.filter(project=project).count() == 1  # the refused fire started nothing
