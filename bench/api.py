@@ -13,11 +13,10 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
-from _setup import ROOT, demo_workflow, django_setup, percentile
+from _setup import ROOT, demo_workflow, django_setup, percentile, run_clients
 
 PORT = 8765
 
@@ -78,14 +77,7 @@ def main() -> None:
     errors: list[int] = []
     try:
         stop = time.perf_counter() + args.seconds
-        threads = [
-            threading.Thread(target=client_loop, args=(token, str(workflow.pk), stop, latencies, errors))
-            for _ in range(args.clients)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_clients(args.clients, client_loop, token, str(workflow.pk), stop, latencies, errors)
     finally:
         web.terminate()
         web.wait(30)

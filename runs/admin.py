@@ -5,6 +5,7 @@ from policies.exceptions import PolicyRefused
 from sparkops.roles import Role
 
 from . import services
+from .admin_paging import QueuedWithin, UncountedAdmin
 from .choices import Decision, StepStatus
 from .models import Approval, Run, RunEvent, RunStep
 
@@ -48,7 +49,7 @@ class RunEventInline(ReadOnlyInline):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(UncountedAdmin, admin.ModelAdmin):
     list_display = [
         "id",
         "workflow",
@@ -60,10 +61,9 @@ class RunAdmin(admin.ModelAdmin):
         "queued_at",
         "finished_at",
     ]
-    list_filter = ["status", "trigger", "workflow"]
+    list_filter = ["status", "trigger", "workflow", QueuedWithin]
     list_select_related = ["workflow"]
     search_fields = ["=id", "title", "idempotency_key"]
-    date_hierarchy = "queued_at"
     # No COUNT(*) over millions of runs for the paginator and the filter sidebar.
     show_full_result_count = False
     readonly_fields = [f.name for f in Run._meta.fields]
