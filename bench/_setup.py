@@ -21,6 +21,14 @@ def django_setup() -> None:
     call_command("migrate", verbosity=0)
 
 
+def client_arguments(parser, *, seconds: float):
+    """The options of the benches that drive a web server with clients; parses them."""
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--web-workers", type=int, default=2)
+    return parser.parse_args()
+
+
 def run_clients(clients: int, target, *args) -> None:
     """``clients`` threads running ``target(*args)`` at once, until each returns."""
     threads = [threading.Thread(target=target, args=args) for _ in range(clients)]

@@ -16,7 +16,7 @@ import sys
 import time
 
 import httpx
-from _setup import ROOT, demo_workflow, django_setup, percentile, run_clients
+from _setup import ROOT, client_arguments, demo_workflow, django_setup, percentile, run_clients
 
 PORT = 8765
 
@@ -61,10 +61,7 @@ def client_loop(token: str, workflow_id: str, stop: float, latencies: list[float
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--web-workers", type=int, default=2)
-    args = parser.parse_args()
+    args = client_arguments(parser, seconds=15)
     django_setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from accounts.tokens import tokens_for_user

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 
 import httpx
-from _setup import demo_workflow, django_setup, percentile, run_clients
+from _setup import client_arguments, demo_workflow, django_setup, percentile, run_clients
 from api import PORT, start_web
 
 SEED_TITLE = "bench seed"
@@ -121,10 +121,7 @@ def client_loop(targets, stop: float, latencies: dict, errors: list) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1_000_000)
-    parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--web-workers", type=int, default=2)
-    args = parser.parse_args()
+    args = client_arguments(parser, seconds=20)
     django_setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from accounts.tokens import tokens_for_user

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from _setup import demo_workflow, django_setup, percentile, run_clients, start_worker
+from _setup import client_arguments, demo_workflow, django_setup, percentile, run_clients, start_worker
 from api import PORT, start_web
 
 
@@ -55,10 +55,7 @@ def sample_backends(stop: float, samples: list[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=600)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--web-workers", type=int, default=2)
-    args = parser.parse_args()
+    args = client_arguments(parser, seconds=600)
     django_setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from accounts.tokens import tokens_for_user
