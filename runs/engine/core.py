@@ -52,10 +52,16 @@ STRANDED_RUN = timedelta(seconds=5)
 INLINE_WITHIN_SECONDS = 30.0
 
 
+def published_version(run: Run) -> WorkflowVersion:
+    """A run's version, read once per process: runs pin published versions, which never change.
+    Keyed by the workflow too: SQLite hands a deleted row's id to the next row, but a workflow's
+    id is never given again, and a published version is only deleted with its workflow."""
+    return _published_version(run.workflow_version_id, run.workflow_id)
+
+
 @lru_cache(maxsize=1024)
-def published_version(version_id: int) -> WorkflowVersion:
-    """A run's version, read once per process: runs pin published versions, which never change."""
-    return WorkflowVersion.objects.get(pk=version_id)
+def _published_version(version_id: int, workflow_id) -> WorkflowVersion:
+    return WorkflowVersion.objects.get(pk=version_id, workflow_id=workflow_id)
 
 
 def _one(queryset):
@@ -79,7 +85,7 @@ def advance(run_id, *, inline: bool = False) -> RunStep | None:
         )
         if run is None or run.status in RUN_TERMINAL:
             return None
-        run.workflow_version = published_version(run.workflow_version_id)
+        run.workflow_version = published_version(run)
         if run.status == RunStatus.QUEUED and not admission.may_take_slot(run):
             return None  # held for a slot; advanced again when a run of its project ends
         steps = {step.key: step for step in RunStep.objects.filter(run=run).order_by()}
@@ -189,7 +195,7 @@ def claim(step_id: int, *, queued: RunStep | None = None) -> RunStep | None:
     step = queued or _one(RunStep.objects.select_related("run__workflow").filter(pk=step_id))
     if step is None or step.status not in (StepStatus.QUEUED, StepStatus.RUNNING):
         return None
-    step.run.workflow_version = published_version(step.run.workflow_version_id)
+    step.run.workflow_version = published_version(step.run)
     taken_over = step.status == StepStatus.RUNNING  # its worker died, or froze past its lease
     timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     fields = {
