@@ -19,11 +19,16 @@ from _setup import client_arguments, demo_workflow, django_setup, percentile, ru
 from api import PORT, start_web
 
 
-def client_loop(token: str, workflow_id: str, stop: float, latencies: list, statuses: Counter) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
+def client_loop(user, workflow_id: str, stop: float, latencies: list, statuses: Counter) -> None:
+    from accounts.tokens import tokens_for_user
+
     body = {"workflow": workflow_id, "inputs": {"topic": "soak"}}
-    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", headers=headers, timeout=30) as client:
+    renew = 0.0
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
         while time.perf_counter() < stop:
+            if time.perf_counter() > renew:  # a new access token before the last one expires
+                client.headers["Authorization"] = f"Bearer {tokens_for_user(user)['access']}"
+                renew = time.perf_counter() + 240
             for method, url, payload in (("POST", "/api/v1/runs", body), ("GET", "/api/v1/runs", None)):
                 started = time.perf_counter()
                 try:
@@ -42,8 +47,14 @@ def sample_backends(stop: float, samples: list[int]) -> None:
     from django.conf import settings
 
     db = settings.DATABASES["default"]
+    # Autocommit: within one transaction pg_stat_activity would answer the same snapshot every time.
     with psycopg.connect(
-        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], password=db["PASSWORD"], dbname=db["NAME"]
+        host=db["HOST"],
+        port=db["PORT"] or 5432,
+        user=db["USER"],
+        password=db["PASSWORD"],
+        dbname=db["NAME"],
+        autocommit=True,
     ) as connection:
         while time.perf_counter() < stop:
             row = connection.execute(
@@ -58,11 +69,9 @@ def main() -> None:
     args = client_arguments(parser, seconds=600)
     django_setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from accounts.tokens import tokens_for_user
     from sparkops.celery import app
 
     user, _, workflow = demo_workflow(3)
-    token = tokens_for_user(user)["access"]
     app.control.purge()
     worker = start_worker(2, Path(tempfile.mkdtemp()) / "worker.log")
     web = start_web(args.web_workers)
@@ -71,7 +80,7 @@ def main() -> None:
         stop = time.perf_counter() + args.seconds
         sampler = threading.Thread(target=sample_backends, args=(stop, backends))
         sampler.start()
-        run_clients(args.clients, client_loop, token, str(workflow.pk), stop, latencies, statuses)
+        run_clients(args.clients, client_loop, user, str(workflow.pk), stop, latencies, statuses)
         sampler.join()
     finally:
         web.terminate()
