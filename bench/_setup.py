@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,23 @@ def serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Pope
     raise SystemExit("web server did not start")
 
 
+def client_arguments(parser, *, seconds: float):
+    """The options of the benches that drive a web server with clients; parses them."""
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--web-workers", type=int, default=2)
+    return parser.parse_args()
+
+
+def run_clients(clients: int, target, *args) -> None:
+    """``clients`` threads running ``target(*args)`` at once, until each returns."""
+    threads = [threading.Thread(target=target, args=args) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -64,7 +82,7 @@ def start_worker(concurrency: int, log: Path) -> subprocess.Popen:
     return process
 
 
-def demo_workflow(steps: int = 3):
+def demo_workflow(steps: int = 3, project_slug: str = "bench"):
     """A project with an echo agent and a published linear workflow of ``steps`` agent steps."""
     from accounts.models import User
     from agents import services as agent_services
@@ -75,8 +93,8 @@ def demo_workflow(steps: int = 3):
     from workflows.models import Workflow
 
     user, _ = User.objects.get_or_create(email="bench@sparkops.local")
-    project = Project.objects.filter(slug="bench").first() or project_services.project_create(
-        user=user, name="Bench", slug="bench"
+    project = Project.objects.filter(slug=project_slug).first() or project_services.project_create(
+        user=user, name=project_slug.title(), slug=project_slug
     )
     if not Agent.objects.filter(project=project, slug="echo").exists():
         agent_services.agent_save(

@@ -13,11 +13,10 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
-from _setup import demo_workflow, django_setup, percentile, serve
+from _setup import client_arguments, demo_workflow, django_setup, percentile, run_clients, serve
 
 PORT = 8765
 
@@ -55,10 +54,7 @@ def client_loop(token: str, workflow_id: str, stop: float, latencies: list[float
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--web-workers", type=int, default=2)
-    args = parser.parse_args()
+    args = client_arguments(parser, seconds=15)
     django_setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     from accounts.tokens import tokens_for_user
@@ -71,14 +67,7 @@ def main() -> None:
     errors: list[int] = []
     try:
         stop = time.perf_counter() + args.seconds
-        threads = [
-            threading.Thread(target=client_loop, args=(token, str(workflow.pk), stop, latencies, errors))
-            for _ in range(args.clients)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_clients(args.clients, client_loop, token, str(workflow.pk), stop, latencies, errors)
     finally:
         web.terminate()
         web.wait(30)

@@ -19,6 +19,7 @@ from sparkops.roles import Role
 from workflows.models import Workflow
 
 from . import services
+from .admin_paging import QueuedWithin, UncountedAdmin
 from .choices import Decision, RunStatus, StepStatus
 from .models import Approval, Run, RunEvent, RunStep
 
@@ -116,13 +117,12 @@ class StepWorkflowFilter(WorkflowFilter):
 # Runs
 # ------------------------------------------------------------------------------
 @admin.register(Run)
-class RunAdmin(ProjectScopedAdmin):
+class RunAdmin(UncountedAdmin, ProjectScopedAdmin):
     list_display = ["label", "status_badge", "project", "run_duration", "cost", "queued", "finished"]
     list_display_links = ["label"]
-    list_filter = ["status", ProjectFilter, WorkflowFilter, "trigger", FinishedFilter]
+    list_filter = ["status", ProjectFilter, WorkflowFilter, "trigger", QueuedWithin, FinishedFilter]
     list_select_related = ["workflow", "project"]
     search_fields = ["=id", "title", "idempotency_key"]
-    date_hierarchy = "queued_at"
     # No COUNT(*) over millions of runs for the paginator and the filter sidebar.
     show_full_result_count = False
     readonly_fields = [f.name for f in Run._meta.fields]

@@ -7,7 +7,9 @@ from .models import Run
 
 
 class RunFilterSet(django_filters.FilterSet):
-    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
+    # No DISTINCT (django-filter's default for multiple choices): a run has one status, and DISTINCT over
+    # every column makes PostgreSQL sort all matching runs instead of reading the newest from an index.
+    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices, distinct=False)
     trigger = django_filters.ChoiceFilter(choices=Trigger.choices)
     queued_after = UtcDateTimeFilter(field_name="queued_at", lookup_expr="gte")
     queued_before = UtcDateTimeFilter(field_name="queued_at", lookup_expr="lt")

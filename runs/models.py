@@ -106,6 +106,8 @@ class Run(models.Model):
         indexes = [
             # The run list: newest first within the caller's projects, cursor-paginated.
             models.Index(fields=["project", "-queued_at", "-id"], name="runs_run_project_recent"),
+            # The same over several projects (a caller in many, the admin): newest first, filtered.
+            models.Index(fields=["-queued_at", "-id"], name="runs_run_recent"),
             # Filters by workflow and by status within a project.
             models.Index(fields=["workflow", "-queued_at"], name="runs_run_workflow_recent"),
             models.Index(fields=["project", "status", "-queued_at"], name="runs_run_project_status"),

@@ -45,7 +45,13 @@ def hand_back(step_ids: list[int], grace: float) -> None:
     from .models import RunStep
 
     until = timezone.now() + timedelta(seconds=grace)
+    step_ids = list(step_ids)
     try:
+        # A task whose step has settled may be running the step that came next in its run, inline
+        # (engine.core.execute): then the only running step of that run, so that one is handed back.
+        settled = RunStep.objects.filter(pk__in=step_ids).exclude(status=StepStatus.RUNNING).values("run_id")
+        following = RunStep.objects.filter(run_id__in=settled, status=StepStatus.RUNNING)
+        step_ids += [pk for pk in following.values_list("pk", flat=True) if pk not in step_ids]
         # Only shortened: a lease already ending sooner is left as it is.
         for step in RunStep.objects.filter(pk__in=step_ids, status=StepStatus.RUNNING, lease_expires_at__gt=until):
             shorten_lease(step, until)

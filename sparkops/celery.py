@@ -29,3 +29,8 @@ def _check_connections(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@app.task(name="sparkops.noop", ignore_result=True)
+def noop() -> None:
+    """Does nothing: what the worker and the broker cost per task alone (bench/engine.py's ceiling)."""

@@ -15,7 +15,7 @@ from workflows import templating
 from ..choices import RunStatus
 from ..models import Run, RunStep
 from .durability import durably
-from .transitions import emit_many
+from .transitions import emit_many, insert_events
 
 
 class StepFailed(Exception):
@@ -100,9 +100,10 @@ class StepContext:
         durably(self.write, until=self.step.lease_expires_at)
         self.forget()
 
-    def write(self, *outcome: tuple) -> None:
+    def write(self, *outcome: tuple, last: int | None = None) -> None:
         """Write what is held back, then ``outcome`` events, in one transaction. Nothing is
-        forgotten here: a caller whose transaction fails tries again with all of it."""
+        forgotten here: a caller whose transaction fails tries again with all of it. ``last``: the
+        events' numbers, reserved by the caller (``events_due`` of them) when it locked the run."""
         with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
             if self.totals:
                 increments = {name: F(name) + value for name, value in self.totals.items()}
@@ -111,7 +112,14 @@ class StepContext:
                 RunStep.objects.filter(pk=self.step.pk).update(**increments)
             for entry in self.spend:
                 policy_services.spend_settle(**entry)
-            emit_many(self.run.pk, [*self.pending, *outcome])
+            if last is None:
+                emit_many(self.run.pk, [*self.pending, *outcome])
+            else:
+                insert_events(self.run.pk, last, [*self.pending, *outcome])
+
+    def events_due(self, outcome: int) -> int:
+        """How many events ``write`` with ``outcome`` events writes."""
+        return len(self.pending) + outcome
 
     def forget(self) -> None:
         """What was held back is written (committed)."""

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from datetime import timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import structlog
@@ -20,6 +20,7 @@ from django.utils import timezone
 from policies import services as policy_services
 from workflows import dag, templating
 from workflows.definition import spec_of
+from workflows.models import WorkflowVersion
 
 from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
@@ -46,35 +47,57 @@ STALE_RUN = timedelta(seconds=30)
 # a step's outcome and the advance). Short: such a run is stranded for sure, the wait only spares
 # an extra advance of a run whose worker is advancing it at this very moment.
 STRANDED_RUN = timedelta(seconds=5)
+# A task runs the single step its step's advance queued itself (no broker hop, no second task)
+# while it has run for less than this: a chain of steps never outlasts the task's time limit,
+# which is the longest step timeout plus this and a margin (settings.CELERY_TASK_SOFT_TIME_LIMIT).
+INLINE_WITHIN_SECONDS = 30.0
+
+
+def published_version(run: Run) -> WorkflowVersion:
+    """A run's version, read once per process: runs pin published versions, which never change.
+    Keyed by the workflow too: SQLite hands a deleted row's id to the next row, but a workflow's
+    id is never given again, and a published version is only deleted with its workflow."""
+    return _published_version(run.workflow_version_id, run.workflow_id)
+
+
+@lru_cache(maxsize=1024)
+def _published_version(version_id: int, workflow_id) -> WorkflowVersion:
+    return WorkflowVersion.objects.get(pk=version_id, workflow_id=workflow_id)
+
+
+def _one(queryset):
+    """The row of a unique lookup, or None; without the model's ordering to compile and sort by."""
+    return next(iter(queryset.order_by()[:1]), None)
 
 
 # ------------------------------------------------------------------------------
 # Advance
 # ------------------------------------------------------------------------------
-def advance(run_id) -> None:
-    """Bring a run up to date: skip what can no longer run, queue what is ready, finish it."""
+def advance(run_id, *, inline: bool = False) -> RunStep | None:
+    """Bring a run up to date: skip what can no longer run, queue what is ready, finish it.
+    With ``inline``, a single step queued while no other step of the run is active is not sent to
+    the broker: it is returned for the caller to execute in the same task (see execute)."""
     with transaction.atomic():
         # The lock serializes advances of one run: two of them must not both queue a step. Only the
-        # run's row: without of=, PostgreSQL also locks the joined version row, and every advance
-        # of every run of that version would wait on every other. NO KEY: rows that point at the run
-        # (ledger entries, decisions written by its steps) need not wait for the advance.
-        run = (
-            Run.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("workflow_version")
-            .filter(pk=run_id)
-            .first()
+        # run's row. NO KEY: rows that point at the run (ledger entries, decisions written by its
+        # steps) need not wait for the advance.
+        run = _one(
+            Run.objects.select_for_update(of=("self",), no_key=True).select_related("workflow").filter(pk=run_id)
         )
         if run is None or run.status in RUN_TERMINAL:
-            return
+            return None
+        run.workflow_version = published_version(run)
         if run.status == RunStatus.QUEUED and not admission.may_take_slot(run):
-            return  # held for a slot; advanced again when a run of its project ends
-        steps = {step.key: step for step in RunStep.objects.filter(run=run)}
+            return None  # held for a slot; advanced again when a run of its project ends
+        steps = {step.key: step for step in RunStep.objects.filter(run=run).order_by()}
+        following = None
         if run.status == RunStatus.CANCELLING:
             _finish_cancelling(run, steps)
         else:
-            _plan(run, steps)
+            following = _plan(run, steps, inline=inline)
         if run.status in RUN_TERMINAL:
             _release_slot(run)
+        return following
 
 
 def _release_slot(run: Run) -> None:
@@ -83,20 +106,31 @@ def _release_slot(run: Run) -> None:
         dispatch.advance_on_commit(held_id)
 
 
-def _plan(run: Run, steps: dict[str, RunStep]) -> None:
+def _plan(run: Run, steps: dict[str, RunStep], *, inline: bool = False) -> RunStep | None:
     definition = run.workflow_version.definition
     failed = next((s for s in steps.values() if s.status == StepStatus.FAILED), None)
     if failed is not None:
         _fail(run, steps, failed)
-        return
+        return None
     statuses = {key: step.status for key, step in steps.items()}
     for key in dag.steps_to_skip(definition, statuses):
         if move_step(steps[key], [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED):
             statuses[key] = StepStatus.SKIPPED
-    for key in dag.ready_steps(definition, statuses):
-        if queue_step(steps[key]):
+    ready = dag.ready_steps(definition, statuses)
+    # Run in this task only when it is the run's one active step: then, until it settles, no other
+    # step of the run can start anywhere, and a stopping worker knows which step to hand back
+    # (runs/shutdown.py). Were the worker to die before claiming it, the reaper dispatches it after
+    # DISPATCH_GRACE, as it does a step whose message was lost.
+    alone = inline and len(ready) == 1 and all(s in STEP_TERMINAL or s == StepStatus.PENDING for s in statuses.values())
+    following = None
+    for key in ready:
+        if queue_step(steps[key], publish=not alone):
             statuses[key] = StepStatus.QUEUED
+            following = steps[key] if alone else None
+    if following is not None:
+        following.run = run  # as locked and moved by this advance: its claim reads neither again
     _settle(run, steps, statuses)
+    return following
 
 
 def _settle(run: Run, steps: dict[str, RunStep], statuses: dict[str, str]) -> None:
@@ -133,8 +167,8 @@ def _finish_cancelling(run: Run, steps: dict[str, RunStep]) -> None:
         move_run(run, RunStatus.CANCELLED, EventType.RUN_CANCELLED)
 
 
-def queue_step(step: RunStep, *, delay: float = 0) -> bool:
-    """pending -> queued, dispatched when the transaction commits."""
+def queue_step(step: RunStep, *, delay: float = 0, publish: bool = True) -> bool:
+    """pending -> queued, dispatched when the transaction commits (unless the caller runs it)."""
     deadline = timezone.now() + timedelta(seconds=delay) + DISPATCH_GRACE
     moved = move_step(
         step,
@@ -144,7 +178,7 @@ def queue_step(step: RunStep, *, delay: float = 0) -> bool:
         queued_at=timezone.now(),
         lease_expires_at=deadline,
     )
-    if moved:
+    if moved and publish:
         dispatch.step_on_commit(step.pk)
     return moved
 
@@ -152,14 +186,17 @@ def queue_step(step: RunStep, *, delay: float = 0) -> bool:
 # ------------------------------------------------------------------------------
 # Execute
 # ------------------------------------------------------------------------------
-def claim(step_id: int) -> RunStep | None:
+def claim(step_id: int, *, queued: RunStep | None = None) -> RunStep | None:
     """queued -> running, or take over a running step whose lease expired (its worker died).
     The UPDATE's row count decides: a second delivery of the same message claims nothing. The
-    attempt's start is written with the claim, so an attempt that kills its worker still shows."""
+    attempt's start is written with the claim, so an attempt that kills its worker still shows.
+    ``queued``: the step as the advance that queued it in this task left it (with its run), not
+    read again; the UPDATE's condition on its status and attempt decides all the same."""
     now = timezone.now()
-    step = RunStep.objects.select_related("run__workflow_version", "run__workflow").filter(pk=step_id).first()
+    step = queued or _one(RunStep.objects.select_related("run__workflow").filter(pk=step_id))
     if step is None or step.status not in (StepStatus.QUEUED, StepStatus.RUNNING):
         return None
+    step.run.workflow_version = published_version(step.run)
     taken_over = step.status == StepStatus.RUNNING  # its worker died, or froze past its lease
     timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     fields = {
@@ -203,10 +240,20 @@ def _started(step: RunStep, fields: dict) -> tuple:
 
 
 def execute(step_id: int) -> None:
-    step = claim(step_id)
+    """Run the step, then the single step its advance queues after it, and so on (inline): a linear
+    chain costs one task, not one per step and advance."""
+    started = time.monotonic()
+    following = _execute_one(step_id, inline=True)
+    while following is not None:
+        inline = time.monotonic() - started < INLINE_WITHIN_SECONDS
+        following = _execute_one(following.pk, queued=following, inline=inline)
+
+
+def _execute_one(step_id: int, *, queued: RunStep | None = None, inline: bool) -> RunStep | None:
+    step = claim(step_id, queued=queued)
     if step is None:
         _advance_if_settled(step_id)
-        return
+        return None
     run = step.run
     # On every log line of the rest of this task (django-structlog clears them before the next).
     structlog.contextvars.bind_contextvars(run_id=str(step.run_id), step=step.key)
@@ -220,8 +267,10 @@ def execute(step_id: int) -> None:
             _run(step, run)
     # Advance here rather than through another message: the step's outcome is committed, and
     # the run's row lock keeps this safe next to any other advance. A worker that dies before
-    # this leaves a run whose steps all settled: the reaper advances it (stranded_runs).
-    durably(partial(advance, run.pk))
+    # this leaves a run whose steps all settled: the reaper advances it (stranded_runs). A retry of
+    # an advance whose commit went through before its connection dropped queues nothing more: the
+    # step it queued for this task waits for the reaper instead (DISPATCH_GRACE).
+    return durably(partial(advance, run.pk, inline=inline))
 
 
 def _advance_if_settled(step_id: int) -> None:
@@ -354,8 +403,9 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
     def write() -> None:
         with transaction.atomic():
             # The run's row before the step's, the order claim and advance lock them in: a takeover
-            # claim racing this write waits for it instead of deadlocking with it.
-            reserve_sequences(step.run_id, 0)
+            # claim racing this write waits for it instead of deadlocking with it. The numbers of the
+            # events it writes (the held-back ones and the outcome) are taken with the lock.
+            last = reserve_sequences(step.run_id, ctx.events_due(1))
             # Conditional on this attempt: a worker that lost its lease must not overwrite the result
             # of the worker that took over.
             done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
@@ -367,7 +417,7 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
                 **recorded_fields(step),
             )
             succeeded = (EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt})
-            ctx.write(succeeded if done else _refused(step, "succeeded"))
+            ctx.write(succeeded if done else _refused(step, "succeeded"), last=last)
             if done:
                 _skip_untaken(step, ctx.untaken)
 

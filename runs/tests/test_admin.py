@@ -1,10 +1,13 @@
 """The runs admin: pages open for a superuser, engine-owned rows are read-only, and the actions
 (cancel, retry, approve, reject) go through the same services as the API."""
 
+import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
@@ -62,19 +65,43 @@ def act(client: Client, url: str, action: str, *objects):
 # ------------------------------------------------------------------------------
 # Pages
 # ------------------------------------------------------------------------------
-def test_the_run_list_opens_with_a_filter_and_the_date_hierarchy(admin_client, workflow, run):
+def test_the_run_list_opens_with_a_filter_and_a_recent_window(admin_client, workflow, run):
     failed = bare_run(workflow, status=RunStatus.FAILED)
-    year = timezone.now().year
+    old = bare_run(workflow, status=RunStatus.FAILED)
+    Run.objects.filter(pk=old.pk).update(queued_at=timezone.now() - timedelta(days=40))
 
     every = admin_client.get(RUNS)
-    only_failed = admin_client.get(RUNS, {"status__exact": "failed", "queued_at__year": year})
+    only_failed = admin_client.get(RUNS, {"status__exact": "failed", "queued_within": "30d"})
 
     assert every.status_code == 200
-    assert str(run.pk) in every.text
-    assert str(failed.pk) in every.text
+    assert {str(run.pk), str(failed.pk), str(old.pk)} <= set(_linked_ids(every.text))
     assert only_failed.status_code == 200
     assert str(failed.pk) in only_failed.text
     assert str(run.pk) not in only_failed.text
+    assert str(old.pk) not in only_failed.text
+
+
+def _linked_ids(html: str) -> list[str]:
+    return re.findall(r"/admin/runs/run/([0-9a-f-]{36})/change/", html)
+
+
+def test_the_run_list_pages_without_counting_or_reading_the_date_range(admin_client, workflow, monkeypatch):
+    from runs.admin import RunAdmin
+
+    monkeypatch.setattr(RunAdmin, "list_per_page", 2)
+    made = [bare_run(workflow) for _ in range(3)]
+    for n, run in enumerate(made):  # newest first: made[2], made[1], made[0]
+        Run.objects.filter(pk=run.pk).update(queued_at=timezone.now() - timedelta(minutes=3 - n))
+
+    with CaptureQueriesContext(connection) as queries:
+        first = admin_client.get(RUNS)
+    second = admin_client.get(RUNS, {"p": 2})
+
+    sql = " ".join(q["sql"].upper() for q in queries.captured_queries)
+    assert not re.search(r"\b(COUNT|MIN|MAX)\(", sql)
+    assert _linked_ids(first.text) == [str(made[2].pk), str(made[1].pk)]
+    assert "?p=2" in first.text  # a link to the next page
+    assert _linked_ids(second.text) == [str(made[0].pk)]
 
 
 @pytest.mark.parametrize("url", [RUNS, STEPS])

@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import threading
+import time
 
 from kombu import Connection
 
@@ -68,3 +69,35 @@ def test_processes_declaring_one_queue_at_once_all_publish(tmp_path):
         with Connection("filesystem://", transport=Transport, transport_options=options) as conn:
             queue = conn.SimpleQueue(name)
             assert sorted(queue.get(timeout=5).payload["n"] for _ in range(6)) == list(range(6))
+
+
+def test_an_idle_consumer_gets_a_message_within_milliseconds_and_burns_no_core(tmp_path):
+    # Kombu's default polls once a second: a run of three steps waited seconds between its hops.
+    options = {"data_folder": str(tmp_path)}
+    delays, cpu = [], []
+
+    def consume(conn, queue):
+        while len(delays) < 5:
+            started = time.thread_time()
+            message = queue.get(timeout=20)
+            cpu.append(time.thread_time() - started)
+            delays.append(time.monotonic() - message.payload["sent"])
+            message.ack()
+
+    with (
+        Connection("filesystem://", transport=Transport, transport_options=options) as conn,
+        Connection("filesystem://", transport=Transport, transport_options=options) as publisher,
+    ):
+        queue = conn.SimpleQueue("idle")
+        outbox = publisher.SimpleQueue("idle")
+        consumer = threading.Thread(target=consume, args=(conn, queue))
+        consumer.start()
+        for _ in range(5):
+            time.sleep(1.5)  # the consumer has backed off to its idle interval by now
+            outbox.put({"sent": time.monotonic()})
+        consumer.join(timeout=30)
+
+    assert len(delays) == 5
+    assert sorted(delays)[2] < 0.2  # idle cap 50 ms, plus a loaded machine's scheduling
+    # 1.5 s idle per message: a busy loop would spend about as much CPU; polling spends little.
+    assert sum(cpu) < 0.5

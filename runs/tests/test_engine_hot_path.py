@@ -1,0 +1,105 @@
+"""The engine's hot path: a linear run costs one task, a step a bounded number of statements, and
+a stopping worker hands back the step it runs inline. Tasks run eagerly after commit (``engine``)."""
+
+from datetime import timedelta
+
+import pytest
+from celery.signals import task_prerun
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from runs import shutdown
+from runs.choices import EventType, RunStatus, StepStatus
+from runs.engine import core
+from runs.models import RunEvent, RunStep
+
+from .factories import agent_step, bare_run, make_catalog, make_workflow, start, statuses, step_of
+
+# Statements one more step of a linear run costs (claim, call, outcome and advance), BEGIN and
+# COMMIT aside: 21 on PostgreSQL before the step queued by the advance ran in the same task.
+STATEMENTS_PER_STEP = {"postgresql": 19, "sqlite": 22}
+
+
+@pytest.fixture
+def catalog(team):
+    return make_catalog(team.project)
+
+
+@pytest.fixture
+def step_tasks():
+    names = []
+
+    def record(task=None, **kwargs):
+        names.append(task.name)
+
+    task_prerun.connect(record, weak=False)
+    yield names
+    task_prerun.disconnect(record)
+
+
+def linear(project, n: int, slug: str):
+    steps = [agent_step("s0")] + [agent_step(f"s{i}", depends_on=[f"s{i - 1}"]) for i in range(1, n)]
+    return make_workflow(project, *steps, slug=slug)
+
+
+def test_a_linear_run_runs_in_one_step_task_with_its_events_numbered_without_gaps(engine, catalog, step_tasks):
+    run = start(linear(catalog.project, 4, "four"))
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert step_tasks.count("runs.step_execute") == 1  # s1..s3 ran in s0's task, no broker hop
+    sequences = list(RunEvent.objects.filter(run=run).order_by("sequence").values_list("sequence", flat=True))
+    assert sequences == list(range(1, run.event_seq + 1))
+    assert [e.payload["key"] for e in RunEvent.objects.filter(run=run, type=EventType.STEP_STARTED)] == [
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+    ]
+
+
+def test_steps_that_can_run_in_parallel_are_each_sent_to_the_broker(engine, catalog, step_tasks):
+    workflow = make_workflow(
+        catalog.project, agent_step("a"), agent_step("b", depends_on=["a"]), agent_step("c", depends_on=["a"])
+    )
+    run = start(workflow)
+
+    assert statuses(run) == {"a": StepStatus.SUCCEEDED, "b": StepStatus.SUCCEEDED, "c": StepStatus.SUCCEEDED}
+    assert step_tasks.count("runs.step_execute") == 3
+
+
+def _chain_statements(project, n: int) -> int:
+    workflow = linear(project, n, f"chain-{n}")
+    for _ in range(2):  # the first warms what is cached (the run's version)
+        run = bare_run(workflow, status=RunStatus.RUNNING)
+        first = step_of(run, "s0")
+        RunStep.objects.filter(pk=first.pk).update(status=StepStatus.QUEUED, lease_expires_at=timezone.now())
+        with CaptureQueriesContext(connection) as queries:
+            core.execute(first.pk)
+        assert set(statuses(run).values()) == {StepStatus.SUCCEEDED}
+    return len([q for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")])
+
+
+def test_a_middle_step_takes_a_bounded_number_of_statements(engine, catalog):
+    # The difference between a chain of three and one of two: one middle step, end to end.
+    middle = _chain_statements(catalog.project, 3) - _chain_statements(catalog.project, 2)
+
+    assert middle <= STATEMENTS_PER_STEP[connection.vendor]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stopping_worker_hands_back_the_step_it_runs_inline(catalog):
+    run = bare_run(linear(catalog.project, 2, "pair"), status=RunStatus.RUNNING)
+    first, inline = step_of(run, "s0"), step_of(run, "s1")
+    # The task's own step has succeeded; it now runs s1, claimed in the same task.
+    RunStep.objects.filter(pk=first.pk).update(status=StepStatus.SUCCEEDED, attempt=1)
+    later = timezone.now() + timedelta(minutes=5)
+    RunStep.objects.filter(pk=inline.pk).update(status=StepStatus.RUNNING, attempt=1, lease_expires_at=later)
+
+    shutdown.hand_back([first.pk], grace=2)
+
+    inline.refresh_from_db()
+    assert inline.lease_expires_at < timezone.now() + timedelta(seconds=3)
+    (handed,) = RunEvent.objects.filter(run=run, type=EventType.STEP_HANDED_BACK)
+    assert handed.step_id == inline.pk
