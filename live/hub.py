@@ -131,6 +131,8 @@ class Hub:
     async def _run(self) -> None:
         ttl = settings.SPARKOPS_SSE_HOLE_SECONDS
         while True:
+            if self.position is None:
+                await self.wanted.wait()  # at rest until a stream wants to open
             try:
                 if self.position is None:
                     self.position = await in_thread(start_position, ttl)
@@ -138,8 +140,24 @@ class Hub:
                 await self._pump(ttl)
             except Exception:
                 log.exception("live stream: reading new events failed; retrying")
+            self.wanted.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), settings.SPARKOPS_SSE_POLL_SECONDS)
+                await asyncio.wait_for(self.wake.wait(), self._patience())
+            if self._idle() and not self.wanted.is_set():
+                # No stream for SPARKOPS_SSE_IDLE_SECONDS: stop reading. The next stream starts the
+                # reader again from the newest rows ("from now"); a resumed one reads its backlog.
+                self.ready.clear()
+                self.position = None
+
+    def _idle(self) -> bool:
+        return not self.subscribers and time.monotonic() - self.idle_since >= settings.SPARKOPS_SSE_IDLE_SECONDS
+
+    def _patience(self) -> float:
+        """How long to wait for a wake-up: the poll interval, or less when the idle time runs out."""
+        if self.subscribers:
+            return settings.SPARKOPS_SSE_POLL_SECONDS
+        left = self.idle_since + settings.SPARKOPS_SSE_IDLE_SECONDS - time.monotonic()
+        return max(0.05, min(settings.SPARKOPS_SSE_POLL_SECONDS, left))
 
     async def _pump(self, ttl: float) -> None:
         more = True

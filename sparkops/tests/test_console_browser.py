@@ -54,11 +54,14 @@ def browser():
 
 def log_in(browser, live_server, email: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{live_server.url}/admin/login/")
     browser.find_element(By.NAME, "username").send_keys(email)
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    # Wait for the login to land: a page asked for at once would race the POST and meet the login.
+    WebDriverWait(browser, 10).until(lambda b: "/login/" not in b.current_url)
 
 
 def history(project, catalog) -> None:
