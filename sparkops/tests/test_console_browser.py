@@ -170,7 +170,12 @@ def test_an_operator_freezes_a_project_and_sees_its_schedules_paused_and_new_run
     live_server, browser, engine_inline
 ):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def shows(locator, text):  # each click loads a page: wait for it rather than read the old one
+        WebDriverWait(browser, 10).until(ready.text_to_be_present_in_element(locator, text))
+        return browser.find_element(*locator).text
 
     from schedules import services as schedule_services
     from schedules.models import Schedule
@@ -194,11 +199,10 @@ def test_an_operator_freezes_a_project_and_sees_its_schedules_paused_and_new_run
     browser.find_element(By.NAME, "index").click()
 
     # The confirmation page says what will happen and asks for the reason.
-    assert "pauses every schedule" in browser.find_element(By.ID, "content").text
+    shows((By.ID, "content"), "pauses every schedule")
     browser.find_element(By.NAME, "reason").send_keys("runaway spend")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit][value='Yes, freeze']").click()
-    message = browser.find_element(By.CSS_SELECTOR, ".messagelist").text
-    assert "frozen; 1 schedule(s) paused, 1 run(s) cancelled" in message
+    shows((By.CSS_SELECTOR, ".messagelist"), "frozen; 1 schedule(s) paused, 1 run(s) cancelled")
 
     # Its schedule shows paused with the freeze's reason; running it now is refused, naming the freeze.
     browser.get(f"{live_server.url}/admin/schedules/schedule/{hourly.pk}/change/")
@@ -207,8 +211,7 @@ def test_an_operator_freezes_a_project_and_sees_its_schedules_paused_and_new_run
     browser.find_element(By.CSS_SELECTOR, f"input[name=_selected_action][value='{hourly.pk}']").click()
     Select(browser.find_element(By.NAME, "action")).select_by_value("run_now")
     browser.find_element(By.NAME, "index").click()
-    refused = browser.find_element(By.CSS_SELECTOR, ".messagelist").text
-    assert "blocked" in refused, refused
+    refused = shows((By.CSS_SELECTOR, ".messagelist"), "blocked")
     assert "frozen" in refused, refused
 
     hourly.refresh_from_db()
