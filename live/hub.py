@@ -148,6 +148,9 @@ class Hub:
                 # reader again from the newest rows ("from now"); a resumed one reads its backlog.
                 self.ready.clear()
                 self.position = None
+                log.info(
+                    "live stream: no stream open for %ss; the reader is at rest", settings.SPARKOPS_SSE_IDLE_SECONDS
+                )
 
     def _idle(self) -> bool:
         return not self.subscribers and time.monotonic() - self.idle_since >= settings.SPARKOPS_SSE_IDLE_SECONDS

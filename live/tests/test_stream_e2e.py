@@ -29,6 +29,7 @@ pytestmark = [
 ]
 HEARTBEAT = 0.5
 IDLE = 1.0
+AT_REST = "the reader is at rest"
 
 
 @pytest.fixture(scope="module")
@@ -208,8 +209,12 @@ def test_after_a_process_had_no_stream_a_new_one_starts_from_now_and_a_resumed_o
     team = make_team()
     headers = bearer(team.members[Role.VIEWER])
     first = open_stream(server, headers=headers)
+    rests = server.log_path.read_text().count(AT_REST)
     first.close()
-    time.sleep(IDLE + HEARTBEAT + 1)  # the reader has gone to rest
+    deadline = time.monotonic() + IDLE + HEARTBEAT + 20
+    while server.log_path.read_text().count(AT_REST) == rests:  # the reader goes to rest
+        assert time.monotonic() < deadline, "the reader did not go to rest"
+        time.sleep(0.1)
     missed = notice(team.project, 1)
     fresh = open_stream(server, headers=headers)
     resumed = open_stream(server, headers={**headers, "Last-Event-ID": first.last_id})
