@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 
 from agents import providers
 from projects.models import Project
-from sparkops.admin_scoping import ProjectScopedAdmin, projects_with
+from sparkops.admin_scoping import ProjectScopedAdmin, ReadOnlyAdmin, projects_with
 from sparkops.roles import Role
 
 from . import kinds, selectors, services
@@ -150,22 +150,6 @@ def _budget_row(status: selectors.BudgetStatus) -> dict:
         "used": status.spent + status.reserved,
         "over_pace": status.projected > status.amount,
     }
-
-
-class ReadOnlyAdmin(ProjectScopedAdmin):
-    """Rows the engine writes: operators read them, nobody edits them here."""
-
-    # No COUNT(*) over the whole table for the paginator and the filter sidebar.
-    show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(PolicyDecision)

@@ -198,3 +198,19 @@ def _scoped(model_admin: ProjectScopedAdmin, func: Callable, role: str) -> Calla
 
     action.__name__ = getattr(func, "__name__", "action")
     return action
+
+
+class ReadOnlyAdmin(ProjectScopedAdmin):
+    """Rows the engine writes: operators read them, nobody edits them here."""
+
+    # No COUNT(*) over the whole table for the paginator and the filter sidebar.
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.forms.fields import InvalidJSONInput
 
-from sparkops.admin_scoping import ProjectScopedAdmin
+from sparkops.admin_scoping import ProjectScopedAdmin, ReadOnlyAdmin
 
 from . import selectors, services, validation
 from .definition import same_json
@@ -150,25 +150,16 @@ class WorkflowAdmin(ProjectScopedAdmin):
 
 
 @admin.register(WorkflowVersion)
-class WorkflowVersionAdmin(ProjectScopedAdmin):
-    project_path = "workflow__project"
+class WorkflowVersionAdmin(ReadOnlyAdmin):
     """Read-only: versions are added by editing their workflow, and changed by nothing."""
+
+    project_path = "workflow__project"
 
     list_display = ["workflow", "number", "published", "published_at", "created_by", "created_at"]
     list_filter = ["published"]
     list_select_related = ["workflow", "created_by"]
     search_fields = ["workflow__name", "workflow__slug"]
-    show_full_result_count = False  # one row per edit of every workflow: skip the full COUNT
     actions = ["publish"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_publish_permission(self, request) -> bool:
         return request.user.has_perm("workflows.change_workflowversion")
