@@ -94,8 +94,8 @@ class Bench:
     async def listen(self, stop: asyncio.Event) -> None:
         import psycopg
 
+        from live.channel import CHANNEL
         from live.hub import _conninfo
-        from live.receivers import CHANNEL
 
         async with await psycopg.AsyncConnection.connect(_conninfo(), autocommit=True) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")

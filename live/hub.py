@@ -2,7 +2,7 @@
 
 The hub reads RunEvent and Notice rows of every project past its position, once per wake-up,
 and offers each to every stream, which keeps those of its scope. Wake-ups come from PostgreSQL
-(``LISTEN``; writers ``NOTIFY`` in their transaction, delivered on commit: see receivers.py),
+(``LISTEN``; writers ``NOTIFY`` in their transaction, delivered on commit: see channel.py),
 and from a timer: the only source on SQLite, a safety net on PostgreSQL (a notification lost
 while the listener reconnects, holes to give up). So a write costs one read per web process,
 however many streams are open; a stream reads the database itself only to catch up on resume.
@@ -22,8 +22,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from psycopg.conninfo import make_conninfo
 
+from .channel import CHANNEL
 from .cursor import Cursor, Position
-from .receivers import CHANNEL
 from .selectors import EVENTS, NOTICES, Message, Scope, newest_ids, read_new
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from workflows import templating
 from ..choices import RunStatus
 from ..models import Run, RunStep
 from .durability import durably
-from .transitions import emit_many, insert_events
+from .transitions import insert_events, reserve_sequences
 
 
 class StepFailed(Exception):
@@ -100,22 +100,27 @@ class StepContext:
         durably(self.write, until=self.step.lease_expires_at)
         self.forget()
 
-    def write(self, *outcome: tuple, last: int | None = None) -> None:
+    def write(self, *outcome: tuple, last: int | None = None, step_counted: bool = False) -> None:
         """Write what is held back, then ``outcome`` events, in one transaction. Nothing is
         forgotten here: a caller whose transaction fails tries again with all of it. ``last``: the
-        events' numbers, reserved by the caller (``events_due`` of them) when it locked the run."""
+        events' numbers, reserved by the caller (``events_due`` of them) with the run's totals
+        added (``reserve_sequences(..., totals=ctx.totals)``) when it locked the run;
+        ``step_counted``: the caller's update of the step added them to the step's too."""
+        events = [*self.pending, *outcome]
         with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
-            if self.totals:
-                increments = {name: F(name) + value for name, value in self.totals.items()}
+            if last is None and (events or self.totals):
                 # The run's row before the step's, the order advance and claim lock them in.
-                Run.objects.filter(pk=self.run.pk).update(**increments)
-                RunStep.objects.filter(pk=self.step.pk).update(**increments)
+                last = reserve_sequences(self.run.pk, len(events), self.totals)
+            if self.totals and not step_counted:
+                RunStep.objects.filter(pk=self.step.pk).update(**self.step_increments())
             for entry in self.spend:
                 policy_services.spend_settle(**entry)
-            if last is None:
-                emit_many(self.run.pk, [*self.pending, *outcome])
-            else:
-                insert_events(self.run.pk, last, [*self.pending, *outcome])
+            if events:
+                insert_events(self.run.pk, last, events)
+
+    def step_increments(self) -> dict:
+        """The held-back totals as increments of the step's fields."""
+        return {name: F(name) + value for name, value in self.totals.items()}
 
     def events_due(self, outcome: int) -> int:
         """How many events ``write`` with ``outcome`` events writes."""

@@ -405,9 +405,10 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
             # The run's row before the step's, the order claim and advance lock them in: a takeover
             # claim racing this write waits for it instead of deadlocking with it. The numbers of the
             # events it writes (the held-back ones and the outcome) are taken with the lock.
-            last = reserve_sequences(step.run_id, ctx.events_due(1))
+            # The final call's tokens and cost are added to the run's in the same statement.
+            last = reserve_sequences(step.run_id, ctx.events_due(1), ctx.totals)
             # Conditional on this attempt: a worker that lost its lease must not overwrite the result
-            # of the worker that took over.
+            # of the worker that took over (its tokens still count: ctx.write adds them then).
             done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
                 status=StepStatus.SUCCEEDED,
                 output=output,
@@ -415,9 +416,10 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
                 finished_at=timezone.now(),
                 lease_expires_at=None,
                 **recorded_fields(step),
+                **ctx.step_increments(),
             )
             succeeded = (EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt})
-            ctx.write(succeeded if done else _refused(step, "succeeded"), last=last)
+            ctx.write(succeeded if done else _refused(step, "succeeded"), last=last, step_counted=bool(done))
             if done:
                 _skip_untaken(step, ctx.untaken)
 

@@ -15,18 +15,27 @@ class TransitionRefused(Conflict):
     """The object is not in a status this change may start from (API: 409)."""
 
 
-def reserve_sequences(run_id, count: int) -> int:
+# The run's counters a step's calls add to (StepContext.totals), which reserve_sequences can add
+# in the same statement.
+TOTALS = ("input_tokens", "output_tokens", "cost_usd", "unpriced_calls")
+
+
+def reserve_sequences(run_id, count: int, totals: dict | None = None) -> int:
     """Take the next ``count`` event numbers of a run; returns the last. The UPDATE locks the run
     row until commit, so concurrent writers get distinct, gapless numbers in commit order. Call it
-    first to lock the run's row before a step's: the order advance takes them in."""
+    first to lock the run's row before a step's: the order advance takes them in. ``totals``
+    (tokens and cost of calls, by field of TOTALS) are added to the run's in the same statement."""
     run_pk = Run._meta.pk.get_db_prep_value(run_id, connection)
+    names = [name for name in TOTALS if name in (totals or {})]
+    if len(names) != len(totals or {}):
+        raise ValueError(f"not a run total: {sorted(set(totals) - set(TOTALS))}")
+    added = "".join(f", {name} = {name} + %s" for name in names)
+    sql = f"UPDATE runs_run SET event_seq = event_seq + %s{added} WHERE id = %s RETURNING event_seq"  # noqa: S608
+    values = [totals[name] for name in names]
     with connection.cursor() as cursor:
         # RETURNING (PostgreSQL, SQLite >= 3.35): one statement instead of an UPDATE and a SELECT.
-        cursor.execute(_RESERVE_SQL, [count, run_pk])
+        cursor.execute(sql, [count, *values, run_pk])
         return cursor.fetchone()[0]
-
-
-_RESERVE_SQL = "UPDATE runs_run SET event_seq = event_seq + %s WHERE id = %s RETURNING event_seq"
 
 
 def emit_many(run_id, events: list[tuple[str, RunStep | None, dict]]) -> list[RunEvent]:
