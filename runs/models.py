@@ -250,3 +250,19 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step} {self.decision}"
+
+
+class CatalogGeneration(models.Model):
+    """A number per project that changes whenever anything a step reads of its project's catalog
+    changes: its agents, tools, the agents' tools, credentials, policies (and global ones), and the
+    model prices. Database triggers keep it (runs/migrations/0011_catalog_generation.py), so no
+    write can miss it, the ORM's queryset updates and raw SQL included; the engine's per-process
+    cache (runs/engine/catalog.py) reads the catalog again when it differs. Nothing else writes it."""
+
+    project = models.OneToOneField(
+        "projects.Project", primary_key=True, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+    number = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.project_id}: {self.number}"

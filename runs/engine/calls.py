@@ -16,7 +16,6 @@ from agents import services as agent_services
 from agents import tools
 from agents.models import Agent, ModelPrice, Tool
 from agents.providers.base import CompletionRequest
-from agents.selectors import cost_of_call, price_in_force
 from policies import services as policy_services
 
 from ..choices import EventType
@@ -44,16 +43,9 @@ def record_llm_call(
     force when the call started, when its estimate already read it (None: unpriced)."""
     if price is UNREAD:
         # The call has happened: a dropped connection must not lose it (and repeat it later).
-        read_price = partial(
-            cost_of_call,
-            provider=agent.provider,
-            model=agent.model,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-        )
-        cost, price = durably(read_price, until=ctx.step.lease_expires_at)
-    else:
-        cost = price.cost(result.input_tokens, result.output_tokens) if price else None
+        read_price = partial(ctx.catalog.price, agent.provider, agent.model)
+        price = durably(read_price, until=ctx.step.lease_expires_at)
+    cost = price.cost(result.input_tokens, result.output_tokens) if price else None
     ctx.spend.append(
         {
             "call": call or call_facts(ctx, agent=agent),
@@ -128,7 +120,9 @@ def call_facts(ctx: StepContext, **fields) -> policy_services.Call:
     )
 
 
-def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | None, int, ModelPrice | None]:
+def estimate_call(
+    ctx: StepContext, agent: Agent, request: CompletionRequest
+) -> tuple[Decimal | None, int, ModelPrice | None]:
     """The most a call can cost: every byte of the prompt a token (no tokenizer makes more), and
     the agent's max_tokens (or the provider default) of output; with the price it used. The cost
     is None when the model is unpriced."""
@@ -138,14 +132,14 @@ def estimate_call(agent: Agent, request: CompletionRequest) -> tuple[Decimal | N
     text += json.dumps([[t.name, t.description, t.input_schema] for t in request.tools])
     input_tokens = len(text.encode())
     output_tokens = int(request.parameters.get("max_tokens") or settings.SPARKOPS_DEFAULT_MAX_OUTPUT_TOKENS)
-    price = price_in_force(provider=agent.provider, model=agent.model)
+    price = ctx.catalog.price(agent.provider, agent.model)
     cost = price.cost(input_tokens, output_tokens) if price else None
     return cost, input_tokens + output_tokens, price
 
 
 def call_policies(ctx: StepContext) -> list:
     if ctx.policies is None:
-        ctx.policies = policy_services.policies_before_calls(ctx.run.project_id)
+        ctx.policies = ctx.catalog.call_policies(ctx.run.project_id)
     return ctx.policies
 
 

@@ -85,6 +85,8 @@ class StepContext:
     spend: list[dict] = field(default_factory=list)
     #: The project's call-level policies, read once per attempt.
     policies: list | None = None
+    #: The project's agents, tools, policies and prices, cached per process (catalog.py).
+    catalog: Any = None
     #: Tool calls started in this attempt, and which try of the step this is (read on first use):
     #: both go into each call's idempotency key.
     tool_calls: int = 0

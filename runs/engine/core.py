@@ -24,7 +24,7 @@ from workflows.models import WorkflowVersion
 
 from ..choices import RUN_TERMINAL, STEP_TERMINAL, EventType, RunStatus, StepStatus
 from ..models import Run, RunEvent, RunStep
-from . import admission, dispatch, kinds, spans
+from . import admission, catalog, dispatch, kinds, spans
 from .context import StepCancelled, StepContext, StepFailed, StepHeld, recorded_fields
 from .durability import durably
 from .transitions import emit_many, insert_events, move_run, move_step, reserve_sequences
@@ -81,9 +81,10 @@ def advance(run_id, *, inline: bool = False) -> RunStep | None:
         # The lock serializes advances of one run: two of them must not both queue a step. Only the
         # run's row. NO KEY: rows that point at the run (ledger entries, decisions written by its
         # steps) need not wait for the advance.
-        run = _one(
-            Run.objects.select_for_update(of=("self",), no_key=True).select_related("workflow").filter(pk=run_id)
-        )
+        locked = Run.objects.select_for_update(of=("self",), no_key=True).select_related("workflow")
+        # The project's catalog generation comes with the row: the step this task runs next
+        # reads its agent, tools, policies and prices from the process's cache (catalog.py).
+        run = _one(locked.annotate(catalog_generation=catalog.generation_of()).filter(pk=run_id))
         if run is None or run.status in RUN_TERMINAL:
             return None
         run.workflow_version = published_version(run)
@@ -124,13 +125,41 @@ def _plan(run: Run, steps: dict[str, RunStep], *, inline: bool = False) -> RunSt
     alone = inline and len(ready) == 1 and all(s in STEP_TERMINAL or s == StepStatus.PENDING for s in statuses.values())
     following = None
     for key in ready:
-        if queue_step(steps[key], publish=not alone):
+        if alone:
+            if _queue_and_claim(steps[key], run):
+                statuses[key] = StepStatus.RUNNING
+                following = steps[key]
+        elif queue_step(steps[key]):
             statuses[key] = StepStatus.QUEUED
-            following = steps[key] if alone else None
     if following is not None:
-        following.run = run  # as locked and moved by this advance: its claim reads neither again
+        following.run = run  # as locked and moved by this advance: its execution reads neither again
     _settle(run, steps, statuses)
     return following
+
+
+def _queue_and_claim(step: RunStep, run: Run) -> bool:
+    """pending -> running for the task that advances the run, which executes the step next: the
+    queue and the claim of ``queue_step`` and ``claim`` in the advance's transaction, with both of
+    their events, under the run's lock the advance holds. A worker that dies before the step's
+    outcome leaves it running under its lease, as one that dies during it: the reaper takes it
+    over when the lease ends, a stopping worker hands it back at once (runs/shutdown.py)."""
+    now = timezone.now()
+    timeout = spec_of(run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    fields = {
+        "status": StepStatus.RUNNING,
+        "attempt": step.attempt + 1,
+        "queued_at": now,
+        "started_at": now,
+        "lease_expires_at": now + timedelta(seconds=timeout) + LEASE_MARGIN,
+    }
+    if not RunStep.objects.filter(pk=step.pk, status=StepStatus.PENDING, attempt=step.attempt).update(**fields):
+        return False
+    started = _started(step, {**fields, "lost_workers": step.lost_workers})
+    emit_many(run.pk, [(EventType.STEP_QUEUED, step, {"key": step.key}), started])
+    for name, value in fields.items():
+        setattr(step, name, value)
+    step.crashes = step.lost_workers
+    return True
 
 
 def _settle(run: Run, steps: dict[str, RunStep], statuses: dict[str, str]) -> None:
@@ -167,9 +196,9 @@ def _finish_cancelling(run: Run, steps: dict[str, RunStep]) -> None:
         move_run(run, RunStatus.CANCELLED, EventType.RUN_CANCELLED)
 
 
-def queue_step(step: RunStep, *, delay: float = 0, publish: bool = True) -> bool:
-    """pending -> queued, dispatched when the transaction commits (unless the caller runs it)."""
-    deadline = timezone.now() + timedelta(seconds=delay) + DISPATCH_GRACE
+def queue_step(step: RunStep) -> bool:
+    """pending -> queued, dispatched when the transaction commits."""
+    deadline = timezone.now() + DISPATCH_GRACE
     moved = move_step(
         step,
         [StepStatus.PENDING],
@@ -178,7 +207,7 @@ def queue_step(step: RunStep, *, delay: float = 0, publish: bool = True) -> bool
         queued_at=timezone.now(),
         lease_expires_at=deadline,
     )
-    if moved and publish:
+    if moved:
         dispatch.step_on_commit(step.pk)
     return moved
 
@@ -186,16 +215,18 @@ def queue_step(step: RunStep, *, delay: float = 0, publish: bool = True) -> bool
 # ------------------------------------------------------------------------------
 # Execute
 # ------------------------------------------------------------------------------
-def claim(step_id: int, *, queued: RunStep | None = None) -> RunStep | None:
+def claim(step_id: int) -> RunStep | None:
     """queued -> running, or take over a running step whose lease expired (its worker died).
     The UPDATE's row count decides: a second delivery of the same message claims nothing. The
-    attempt's start is written with the claim, so an attempt that kills its worker still shows.
-    ``queued``: the step as the advance that queued it in this task left it (with its run), not
-    read again; the UPDATE's condition on its status and attempt decides all the same."""
+    attempt's start is written with the claim, so an attempt that kills its worker still shows."""
     now = timezone.now()
-    step = queued or _one(RunStep.objects.select_related("run__workflow").filter(pk=step_id))
+    generation = catalog.generation_of("run__project_id")
+    step = _one(
+        RunStep.objects.select_related("run__workflow").annotate(catalog_generation=generation).filter(pk=step_id)
+    )
     if step is None or step.status not in (StepStatus.QUEUED, StepStatus.RUNNING):
         return None
+    step.run.catalog_generation = step.catalog_generation
     step.run.workflow_version = published_version(step.run)
     taken_over = step.status == StepStatus.RUNNING  # its worker died, or froze past its lease
     timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
@@ -246,11 +277,12 @@ def execute(step_id: int) -> None:
     following = _execute_one(step_id, inline=True)
     while following is not None:
         inline = time.monotonic() - started < INLINE_WITHIN_SECONDS
-        following = _execute_one(following.pk, queued=following, inline=inline)
+        following = _execute_one(following.pk, claimed=following, inline=inline)
 
 
-def _execute_one(step_id: int, *, queued: RunStep | None = None, inline: bool) -> RunStep | None:
-    step = claim(step_id, queued=queued)
+def _execute_one(step_id: int, *, claimed: RunStep | None = None, inline: bool) -> RunStep | None:
+    """Claim the step (unless the advance before claimed it for this task), run it, advance its run."""
+    step = claimed or claim(step_id)
     if step is None:
         _advance_if_settled(step_id)
         return None
@@ -304,7 +336,14 @@ def _run(step: RunStep, run: Run) -> None:
     timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     # Counted from the claim, like the lease, so the lease always outlasts the step's last call.
     elapsed = (timezone.now() - step.started_at).total_seconds()
-    ctx = StepContext(run=run, step=step, spec=spec, outputs=outputs, deadline=time.monotonic() + timeout - elapsed)
+    ctx = StepContext(
+        run=run,
+        step=step,
+        spec=spec,
+        outputs=outputs,
+        deadline=time.monotonic() + timeout - elapsed,
+        catalog=catalog.of(run.project_id, getattr(run, "catalog_generation", None)),
+    )
     try:
         kind = kinds.get(step.kind)
         if kind.parks:

@@ -31,7 +31,7 @@ def run(ctx: StepContext) -> str:
     # A replay may run this step with another agent of the project, or the same agent on another model.
     override = (ctx.run.overrides or {}).get(ctx.step.key, {})
     slug = override.get("agent") or ctx.spec["agent"]
-    agent = Agent.objects.select_related("credential").filter(project_id=ctx.run.project_id, slug=slug).first()
+    agent = ctx.catalog.agent(ctx.run.project_id, slug)  # a copy: the change of model below stays here
     if agent is None or not agent.is_active:
         raise StepFailed(f"Agent {slug!r} is missing or disabled.", permanent=True, kind="AgentUnavailable")
     if override.get("model"):
@@ -44,7 +44,7 @@ def run(ctx: StepContext) -> str:
 def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
     """The tool-call loop: ask, run the tools the model asks for, answer, up to the agent's limit."""
     provider = providers.get(agent.provider)
-    allowed = {tool.slug: tool for tool in agent.tools.select_related("credential") if tool.enabled}
+    allowed = {tool.slug: tool for tool in ctx.catalog.tools_of(agent) if tool.enabled}
     specs = [ToolSpec(t.slug, t.description or t.name, t.input_schema or {"type": "object"}) for t in allowed.values()]
     credential = agent.credential.as_provider_credential() if agent.credential else Credential()
     parameters = _capped(ctx, agent)
@@ -62,7 +62,7 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
             timeout=ctx.remaining(),
         )
         with spans.llm_span(ctx, agent, iteration):
-            estimate, tokens, price = estimate_call(agent, request) if call_policies(ctx) else (None, 0, UNREAD)
+            estimate, tokens, price = estimate_call(ctx, agent, request) if call_policies(ctx) else (None, 0, UNREAD)
             call = call_facts(ctx, agent=agent, estimate_usd=estimate, estimate_tokens=tokens)
             verdict = ask_policies(ctx, call)
             try:
