@@ -21,8 +21,8 @@ from _setup import client_arguments, demo_workflow, django_setup, percentile, ru
 PORT = 8765
 
 
-def start_web(workers: int) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_DEBUG": "false", "SPARKOPS_REGISTER_RATE": "100000/hour"}
+def start_web(workers: int, **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "DJANGO_DEBUG": "false", "SPARKOPS_REGISTER_RATE": "100000/hour", **env_vars}
     command = [
         sys.executable,
         "-m",

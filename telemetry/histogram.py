@@ -13,13 +13,13 @@ from datetime import datetime
 BASE = 2 ** (1 / 16)
 #: The documented tolerance of a percentile read from a histogram (relative, ≥ 1 ms).
 TOLERANCE = BASE - 1 + 0.001
-_LOG_BASE = math.log(BASE)
+LOG_BASE = math.log(BASE)
 
 
 def bucket(ms: float) -> int:
     if ms < 1:
         return 0
-    return int(math.log(ms) / _LOG_BASE) + 1
+    return int(math.log(ms) / LOG_BASE) + 1
 
 
 def bounds(index: int) -> tuple[float, float]:
@@ -28,6 +28,12 @@ def bounds(index: int) -> tuple[float, float]:
 
 def add(histogram: dict, ms: float, n: int = 1) -> None:
     key = str(bucket(ms))
+    histogram[key] = histogram.get(key, 0) + n
+
+
+def add_bucket(histogram: dict, index: int, n: int) -> None:
+    """Counts ``n`` durations in bucket ``index`` (the database computed it: rollups._bucket)."""
+    key = str(int(index))
     histogram[key] = histogram.get(key, 0) + n
 
 

@@ -24,7 +24,22 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    IntegerField,
+    Q,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Floor, Ln, Trunc
+from django.db.models.lookups import GreaterThanOrEqual, LessThan
 from django.utils import timezone
 
 from runs.choices import RUN_TERMINAL
@@ -87,42 +102,73 @@ class Cell:
     step_durations: dict = field(default_factory=dict)
 
 
-RUN_FIELDS = ("pk", "project_id", "workflow_id", "status", "queued_at", "started_at", "finished_at")
+class Milliseconds(Func):
+    """``finished - started`` in milliseconds, a float, computed by the database."""
+
+    output_field = FloatField()
+
+    def __init__(self, started: str, finished: str):
+        super().__init__(ExpressionWrapper(F(finished) - F(started), output_field=DurationField()))
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = "CAST(EXTRACT(EPOCH FROM %(expressions)s) * 1000 AS double precision)"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_sqlite(self, compiler, connection, **extra):  # Django's timestamp difference is in µs
+        return self.as_sql(compiler, connection, template="(%(expressions)s / 1000.0)", **extra)
 
 
-def _count_runs(runs: list[dict], cells: dict, key) -> dict:
-    """Adds ``runs`` to ``cells[key(run)]``; returns each run's key by its id (for its steps)."""
-    keys = {}
-    for run in runs:
-        cell = cells[keys.setdefault(run["pk"], key(run))]
-        cell.runs += 1
-        cell.cost_usd += run.get("cost_usd") or 0
-        cell.input_tokens += run.get("input_tokens") or 0
-        cell.output_tokens += run.get("output_tokens") or 0
-        if run["started_at"] and run["finished_at"]:
-            histogram.add(cell.run_durations, (run["finished_at"] - run["started_at"]).total_seconds() * 1000)
-    return keys
-
-
-def _count_steps(steps: Iterable[tuple], cells: dict, keys: dict) -> None:
-    for run_id, started, finished in steps:
-        histogram.add(cells[keys[run_id]].step_durations, (finished - started).total_seconds() * 1000)
-
-
-def _durations_of_steps(runs: Q):
-    return (
-        RunStep.objects.filter(runs, started_at__isnull=False, finished_at__isnull=False)
-        .order_by()
-        .values_list("run_id", "started_at", "finished_at")
+def _bucket(prefix: str = "") -> Case:
+    """The histogram bucket of a row's duration (telemetry/histogram.py), in SQL: rows are grouped
+    by it, so a million durations come back as a few hundred counts. Null without a duration."""
+    ms = Milliseconds(f"{prefix}started_at", f"{prefix}finished_at")
+    return Case(
+        When(GreaterThanOrEqual(ms, 1), then=Cast(Floor(Ln(ms) / Value(histogram.LOG_BASE)), IntegerField()) + 1),
+        When(LessThan(ms, 1), then=Value(0)),
+        default=None,
+        output_field=IntegerField(),
     )
 
 
-def _row_key(run: dict) -> tuple:
-    return (run["project_id"], hour_of(run["queued_at"]), run["workflow_id"], run["status"])
+def _hour(field: str) -> Trunc:
+    return Trunc(field, "hour", tzinfo=UTC)
 
 
-def _runs_of(where: Q) -> list[dict]:
-    return list(Run.objects.filter(where).order_by().values(*RUN_FIELDS, "cost_usd", "input_tokens", "output_tokens"))
+def _grouped_runs(where: Q, *keys: str, sums: bool = False):
+    """Runs of ``where`` counted by ``keys``, the hour they were queued in and their duration's bucket."""
+    extra = {"usd": Sum("cost_usd"), "input": Sum("input_tokens"), "output": Sum("output_tokens")} if sums else {}
+    runs = Run.objects.filter(where).order_by().annotate(hour=_hour("queued_at"), bucket=_bucket())
+    return runs.values(*keys, "hour", "bucket").annotate(n=Count("pk"), **extra)
+
+
+def _grouped_steps(where: Q, **keys: str):
+    """Timed steps of the runs ``where`` (a filter on runs, from the steps), counted likewise."""
+    steps = RunStep.objects.filter(where, started_at__isnull=False, finished_at__isnull=False).order_by()
+    steps = steps.annotate(hour=_hour("run__queued_at"), bucket=_bucket(), **{k: F(v) for k, v in keys.items()})
+    return steps.values(*keys, "hour", "bucket").annotate(n=Count("pk"))
+
+
+def _add(cell: Cell, row: dict, durations: str) -> None:
+    if row["bucket"] is not None:
+        histogram.add_bucket(getattr(cell, durations), row["bucket"], row["n"])
+
+
+ROW_KEYS = {"run_project": "run__project_id", "run_workflow": "run__workflow_id", "run_status": "run__status"}
+
+
+def _rollup_cells(runs: Q) -> dict[tuple, Cell]:
+    """The rows' figures of the runs ``runs``: {(project, hour, workflow, status): Cell}."""
+    cells: dict[tuple, Cell] = defaultdict(Cell)
+    for row in _grouped_runs(runs, "project_id", "workflow_id", "status", sums=True):
+        cell = cells[(row["project_id"], row["hour"], row["workflow_id"], row["status"])]
+        cell.runs += row["n"]
+        cell.cost_usd += row["usd"] or 0
+        cell.input_tokens += row["input"] or 0
+        cell.output_tokens += row["output"] or 0
+        _add(cell, row, "run_durations")
+    for row in _grouped_steps(_prefixed(runs, "run__"), **ROW_KEYS):
+        _add(cells[(row["run_project"], row["hour"], row["run_workflow"], row["run_status"])], row, "step_durations")
+    return cells
 
 
 def _roll_hours(hours: list[datetime]) -> int:
@@ -135,14 +181,12 @@ def _roll_hours(hours: list[datetime]) -> int:
         in_hours |= Q(hour__gte=start, hour__lt=end)
     RunHourlyRollup.objects.filter(in_hours).delete()
     RollupPending.objects.filter(in_hours).delete()
-    runs = _runs_of(_queued_in(ranges))
-    finished = [run for run in runs if run["status"] in TERMINAL]
+    active = Run.objects.filter(_queued_in(ranges)).exclude(status__in=TERMINAL).order_by()
     RollupPending.objects.bulk_create(
-        RollupPending(run_id=run["pk"], hour=hour_of(run["queued_at"])) for run in runs if run["status"] not in TERMINAL
+        (RollupPending(run_id=pk, hour=hour_of(queued_at)) for pk, queued_at in active.values_list("pk", "queued_at")),
+        batch_size=1000,
     )
-    cells = defaultdict(Cell)
-    keys = _count_runs(finished, cells, _row_key)
-    _count_steps(_durations_of_steps(_queued_in(ranges, "run__") & Q(run__status__in=TERMINAL)), cells, keys)
+    cells = _rollup_cells(_queued_in(ranges) & Q(status__in=TERMINAL))
     RunHourlyRollup.objects.bulk_create(
         (
             RunHourlyRollup(project_id=p, hour=h, workflow_id=w, status=s, **vars(cell))
@@ -150,7 +194,7 @@ def _roll_hours(hours: list[datetime]) -> int:
         ),
         batch_size=500,
     )
-    return len(runs)
+    return sum(cell.runs for cell in cells.values())
 
 
 def _count_finished_pending(skip: list[tuple[datetime, datetime]]) -> int:
@@ -159,13 +203,12 @@ def _count_finished_pending(skip: list[tuple[datetime, datetime]]) -> int:
     pending = RollupPending.objects.all()
     for start, end in skip:
         pending = pending.exclude(hour__gte=start, hour__lt=end)
-    ids = list(pending.values_list("run_id", flat=True))
-    if not ids:
+    finished = list(
+        Run.objects.filter(pk__in=pending.values("run_id"), status__in=TERMINAL).values_list("pk", flat=True)
+    )
+    if not finished:
         return 0
-    runs = _runs_of(Q(pk__in=ids, status__in=TERMINAL))
-    cells = defaultdict(Cell)
-    keys = _count_runs(runs, cells, _row_key)
-    _count_steps(_durations_of_steps(Q(run_id__in=list(keys))), cells, keys)
+    cells = _rollup_cells(Q(pk__in=finished))
     for (project_id, hour, workflow_id, status), cell in cells.items():
         row, _ = RunHourlyRollup.objects.get_or_create(
             project_id=project_id, hour=hour, workflow_id=workflow_id, status=status
@@ -177,8 +220,8 @@ def _count_finished_pending(skip: list[tuple[datetime, datetime]]) -> int:
         histogram.merge(row.run_durations, cell.run_durations)
         histogram.merge(row.step_durations, cell.step_durations)
         row.save()
-    RollupPending.objects.filter(run_id__in=list(keys)).delete()
-    return len(runs)
+    RollupPending.objects.filter(run_id__in=finished).delete()
+    return len(finished)
 
 
 @dataclass(frozen=True)
@@ -246,11 +289,13 @@ def _window(project_ids: list, since: datetime, now: datetime, steps: bool) -> d
             pending = RollupPending.objects.filter(hour__gte=start, hour__lt=end).values("run_id")
             live = (live & ~Q(queued_at__gte=start, queued_at__lt=end)) | Q(pk__in=pending)
     where = Q(project_id__in=project_ids) & live
-    runs = list(Run.objects.filter(where).order_by().values(*RUN_FIELDS))
-    keys = _count_runs(runs, cells, lambda run: (hour_of(run["queued_at"]), run["status"]))
+    for row in _grouped_runs(where, "status"):
+        cell = cells[(row["hour"], row["status"])]
+        cell.runs += row["n"]
+        _add(cell, row, "run_durations")
     if steps:
-        run_q = Q(run__project_id__in=project_ids) & _prefixed(live, "run__")
-        _count_steps(_durations_of_steps(run_q), cells, keys)
+        for row in _grouped_steps(_prefixed(where, "run__"), run_status="run__status"):
+            _add(cells[(row["hour"], row["run_status"])], row, "step_durations")
     return cells
 
 

@@ -370,6 +370,8 @@ SPARKOPS_REAP_SECONDS = env.float("SPARKOPS_REAP_SECONDS", default=30.0)
 # hours: `manage.py rollup_runs --since <date>`).
 SPARKOPS_ROLLUP_SECONDS = env.float("SPARKOPS_ROLLUP_SECONDS", default=300.0)
 SPARKOPS_ROLLUP_FIRST_DAYS = env.int("SPARKOPS_ROLLUP_FIRST_DAYS", default=8)
+# How long the admin dashboard's charts are kept in the cache (0: read afresh on every view).
+SPARKOPS_DASHBOARD_CACHE_SECONDS = env.int("SPARKOPS_DASHBOARD_CACHE_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     "runs-reap": {"task": "runs.reap", "schedule": SPARKOPS_REAP_SECONDS},
     # Retention: old run events, fires, decisions and finished runs go in small batches, nightly.
