@@ -18,7 +18,8 @@ import time
 import httpx
 from _setup import client_arguments, demo_workflow, django_setup, percentile, run_clients, serve
 
-PORT = 8765
+# Another bench's server may hold the default port: SPARKOPS_BENCH_PORT picks another.
+PORT = int(os.environ.get("SPARKOPS_BENCH_PORT", "8765"))
 
 
 def start_web(workers: int, **env_vars: str) -> subprocess.Popen:

@@ -262,8 +262,8 @@ def roll(*, now: datetime | None = None, back_to: datetime | None = None) -> Rol
 # ------------------------------------------------------------------------------
 def window(project_ids: list, since: datetime, now: datetime, *, steps: bool = True) -> dict[tuple, Cell]:
     """The runs of these projects queued in [since, now), as {(UTC hour, status): Cell}: rows for
-    the rolled hours, and live reads of their pending runs and of every run outside them. Four
-    queries (three without ``steps``), in one snapshot so a tick committing meanwhile cannot make a
+    the rolled hours, and live reads of their pending runs and of every run outside them. Five
+    queries (four without ``steps``), in one snapshot so a tick committing meanwhile cannot make a
     run count twice or not at all."""
     outermost = not connection.in_atomic_block  # else the snapshot is the caller's (tests, ATOMIC_REQUESTS)
     with transaction.atomic(savepoint=False):
@@ -286,8 +286,11 @@ def _window(project_ids: list, since: datetime, now: datetime, steps: bool) -> d
                 cell.runs += row.runs
                 histogram.merge(cell.run_durations, row.run_durations)
                 histogram.merge(cell.step_durations, row.step_durations)
-            pending = RollupPending.objects.filter(hour__gte=start, hour__lt=end).values("run_id")
-            live = (live & ~Q(queued_at__gte=start, queued_at__lt=end)) | Q(pk__in=pending)
+            # Index ranges on either side of the rolled hours, and the pending runs by key: their ids
+            # as values, as a subquery in an OR would make PostgreSQL scan every run.
+            pending = RollupPending.objects.filter(hour__gte=start, hour__lt=end).values_list("run_id", flat=True)
+            live = Q(queued_at__gte=since, queued_at__lt=start) | Q(queued_at__gte=end, queued_at__lt=now)
+            live |= Q(pk__in=list(pending))
     where = Q(project_id__in=project_ids) & live
     for row in _grouped_runs(where, "status"):
         cell = cells[(row["hour"], row["status"])]

@@ -332,9 +332,9 @@ def test_the_query_count_does_not_grow_with_the_rows(team, rows, django_assert_m
     client = client_for(viewer)
     rollups.roll()
 
-    # Authentication, the caller's projects, the roll-ups' state and rows, the live runs and their
-    # steps, four spend groupings (the total is added up from the days), decisions by outcome.
-    with django_assert_max_num_queries(11):
+    # Authentication, the caller's projects, the roll-ups' state, rows and pending runs, the live
+    # runs and their steps, four spend groupings (the total is added up from the days), decisions.
+    with django_assert_max_num_queries(12):
         response = get(client)
 
     assert response.status_code == 200
