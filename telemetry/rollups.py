@@ -263,13 +263,17 @@ def roll(*, now: datetime | None = None, back_to: datetime | None = None) -> Rol
 def window(project_ids: list, since: datetime, now: datetime, *, steps: bool = True) -> dict[tuple, Cell]:
     """The runs of these projects queued in [since, now), as {(UTC hour, status): Cell}: rows for
     the rolled hours, and live reads of their pending runs and of every run outside them. Five
-    queries (four without ``steps``), in one snapshot so a tick committing meanwhile cannot make a
-    run count twice or not at all."""
-    outermost = not connection.in_atomic_block  # else the snapshot is the caller's (tests, ATOMIC_REQUESTS)
-    with transaction.atomic(savepoint=False):
-        if outermost and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    queries (four without ``steps``).
+
+    On PostgreSQL they share one REPEATABLE READ snapshot, so a tick committing meanwhile cannot
+    make a run count twice or not at all. Not on SQLite: there a transaction is IMMEDIATE and would
+    take the write lock for a read (settings), so for one answer in a tick's instant a run moving
+    from pending to its row may count twice or not at all; the next answer is right."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:  # else the caller's snapshot
+        return _window(project_ids, since, now, steps)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         return _window(project_ids, since, now, steps)
 
 
