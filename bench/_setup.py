@@ -25,6 +25,11 @@ def serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Pope
     """Start a web server of ours and wait until it answers /health on ``port``."""
     import httpx
 
+    try:  # a server already there would answer for ours, and the bench would time it
+        httpx.get(f"http://127.0.0.1:{port}/health")
+        raise SystemExit(f"port {port} is taken by another server (SPARKOPS_BENCH_PORT picks another)")
+    except httpx.HTTPError:
+        pass
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     for _ in range(200):
         try:

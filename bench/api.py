@@ -18,11 +18,12 @@ import time
 import httpx
 from _setup import client_arguments, demo_workflow, django_setup, percentile, run_clients, serve
 
-PORT = 8765
+# Another bench's server may hold the default port: SPARKOPS_BENCH_PORT picks another.
+PORT = int(os.environ.get("SPARKOPS_BENCH_PORT", "8765"))
 
 
-def start_web(workers: int) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_DEBUG": "false", "SPARKOPS_REGISTER_RATE": "100000/hour"}
+def start_web(workers: int, **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "DJANGO_DEBUG": "false", "SPARKOPS_REGISTER_RATE": "100000/hour", **env_vars}
     command = [
         sys.executable,
         "-m",

@@ -24,10 +24,10 @@ WITH w AS (
 )
 INSERT INTO runs_run (id, project_id, workflow_id, workflow_version_id, trigger, title, priority, inputs, outputs,
     error, status, input_tokens, output_tokens, cost_usd, unpriced_calls, idempotency_key, request_fingerprint,
-    event_seq, queued_at, started_at, finished_at, updated_at)
+    event_seq, queued_at, started_at, finished_at, updated_at, from_step, overrides)
 SELECT gen_random_uuid(), w.project_id, w.id, w.version_id, 'api', 'bench', 0, '{}', '{}', '{}',
     (ARRAY['succeeded','succeeded','succeeded','succeeded','succeeded','succeeded','failed','cancelled'])[1 + n %% 8],
-    900, 300, 0.0042, 0, '', '', 0, q, q + interval '1 second', q + (1 + n %% 60) * interval '1 second', q
+    900, 300, 0.0042, 0, '', '', 0, q, q + interval '1 second', q + (1 + n %% 60) * interval '1 second', q, '', '{}'
 FROM generate_series(1, %(count)s) AS n
 CROSS JOIN LATERAL (SELECT now() - (n::float / %(count)s) * interval '30 days' AS q) AS t
 JOIN w ON w.i = n %% (SELECT count(*) FROM w)

@@ -5,8 +5,13 @@
 
 Seeds (once) two projects with ``--runs`` runs of 3 steps each, over the last ~35 days, with SQL
 (generate_series), then times ``GET /api/v1/runs`` (both projects), ``?status=failed``,
-``GET /runs/{id}``, ``/runs/{id}/steps``, ``GET /api/v1/metrics`` and the admin's run list, each
-beside the ceiling measured in the same run: ``GET /health`` through the same server.
+``GET /runs/{id}``, ``/runs/{id}/steps``, ``GET /api/v1/metrics``, the admin's run list and its
+dashboard (charts read afresh), each beside the ceiling measured in the same run: ``GET /health``
+through the same server.
+
+``GET /api/v1/metrics`` and the dashboard are timed twice: first with no hourly roll-ups (every run
+of the week read live, as before roll-ups; ``--raw-seconds``), then after the backfill a fresh
+install's first beat tick does (``rollups.roll``, timed), with everything else.
 """
 
 import argparse
@@ -24,7 +29,7 @@ SEED_TITLE = "bench seed"
 SEED_RUNS = """
 INSERT INTO runs_run (id, trigger, title, priority, inputs, outputs, error, status, input_tokens, output_tokens,
     cost_usd, unpriced_calls, idempotency_key, event_seq, queued_at, started_at, finished_at, updated_at,
-    project_id, workflow_id, workflow_version_id, request_fingerprint)
+    project_id, workflow_id, workflow_version_id, request_fingerprint, from_step, overrides)
 SELECT gen_random_uuid(), 'api', %(title)s, 0, '{"topic": "seed"}', '{}',
     CASE WHEN g %% 20 = 0 THEN '{"step": "s1", "type": "Timeout"}'::jsonb ELSE '{}'::jsonb END,
     CASE WHEN g %% 20 = 0 THEN 'failed' ELSE 'succeeded' END, 30, 50, 0.00013, 0, '', 10,
@@ -32,16 +37,16 @@ SELECT gen_random_uuid(), 'api', %(title)s, 0, '{"topic": "seed"}', '{}',
     now() - g * interval '3 seconds' + interval '95 ms', now() - g * interval '3 seconds' + interval '95 ms',
     CASE WHEN g %% 2 = 0 THEN %(p1)s::uuid ELSE %(p2)s::uuid END,
     CASE WHEN g %% 2 = 0 THEN %(w1)s::uuid ELSE %(w2)s::uuid END,
-    CASE WHEN g %% 2 = 0 THEN %(v1)s ELSE %(v2)s END, ''
+    CASE WHEN g %% 2 = 0 THEN %(v1)s ELSE %(v2)s END, '', '', '{}'
 FROM generate_series(1, %(n)s) g
 """
 SEED_STEPS = """
 INSERT INTO runs_runstep (key, kind, position, status, attempt, max_attempts, input, output, error, provider, model,
     input_tokens, output_tokens, cost_usd, unpriced_calls, latency_ms, queued_at, started_at, finished_at, run_id,
-    hold, lost_workers)
+    hold, lost_workers, plan_reason)
 SELECT 's' || k, 'agent', k, 'succeeded', 1, 1, '{}', '"echo"', '{}', 'echo', 'echo-1', 10, 17, 0.00004, 0, 0.1,
     r.queued_at + k * interval '30 ms', r.queued_at + k * interval '30 ms' + interval '5 ms',
-    r.queued_at + k * interval '30 ms' + interval '25 ms', r.id, '{}', 0
+    r.queued_at + k * interval '30 ms' + interval '25 ms', r.id, '{}', 0, ''
 FROM runs_run r CROSS JOIN generate_series(0, 2) k WHERE r.title = %(title)s
 """
 
@@ -106,6 +111,35 @@ def admin_cookie() -> dict:
     return {settings.SESSION_COOKIE_NAME: session.session_key}
 
 
+def measure(targets, seconds: float, clients: int) -> tuple[dict, list]:
+    latencies, errors = defaultdict(list), []
+    for _name, url, headers, cookie in {t[0]: t for t in targets}.values():  # warm-up, one each
+        httpx.get(f"http://127.0.0.1:{PORT}{url}", headers=headers, cookies=cookie, timeout=120)
+    stop = time.perf_counter() + seconds
+    run_clients(clients, client_loop, targets, stop, latencies, errors)
+    return latencies, errors
+
+
+def report(title: str, latencies: dict, errors: list) -> None:
+    print(f"{title}: {len(errors)} errors")
+    if errors:
+        print(f"  first errors: {errors[:5]}")
+    ceiling = percentile(latencies["health (ceiling)"], 99)
+    for name, values in latencies.items():
+        p50, p95, p99 = (percentile(values, q) for q in (50, 95, 99))
+        print(
+            f"  {name:28} n={len(values):5} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  p99 {p99:7.1f} ms"
+            f"  (p99 {p99 / ceiling:5.1f}x the ceiling's)"
+        )
+
+
+def forget_rollups() -> None:
+    from telemetry.models import RollupPending, RollupState, RunHourlyRollup
+
+    for model in (RollupState, RollupPending, RunHourlyRollup):
+        model.objects.all().delete()
+
+
 def client_loop(targets, stop: float, latencies: dict, errors: list) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=60) as client:
         while time.perf_counter() < stop:
@@ -121,45 +155,50 @@ def client_loop(targets, stop: float, latencies: dict, errors: list) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--raw-seconds", type=float, default=20, help="Metrics and dashboard with no roll-ups.")
     args = client_arguments(parser, seconds=20)
     django_setup()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from accounts.tokens import tokens_for_user
     from runs.models import Run
+    from telemetry import rollups
 
     seed(args.runs)
     user, _, _ = demo_workflow(3)
     bearer = {"Authorization": f"Bearer {tokens_for_user(user)['access']}"}
     some = list(Run.objects.filter(title=SEED_TITLE).order_by("-queued_at").values_list("pk", flat=True)[:5000:50])
     cookies = admin_cookie()
-    targets = [("health (ceiling)", "/health", {}, {})]
+    health = [("health (ceiling)", "/health", {}, {})]
+    rolled_up = [("GET /metrics", "/api/v1/metrics", bearer, {})]
+    rolled_up += [("admin dashboard, fresh", "/admin/", {}, cookies)]
+    targets = health + rolled_up
     targets += [("GET /runs (2 projects)", "/api/v1/runs", bearer, {})]
     targets += [("GET /runs?status=failed", "/api/v1/runs?status=failed", bearer, {})]
     targets += [("GET /runs/{id}", f"/api/v1/runs/{pk}", bearer, {}) for pk in some[:10]]
     targets += [("GET /runs/{id}/steps", f"/api/v1/runs/{pk}/steps", bearer, {}) for pk in some[10:20]]
-    targets += [("GET /metrics", "/api/v1/metrics", bearer, {})]
     targets += [("admin run list", "/admin/runs/run/", {}, cookies)]
     targets += [("admin run list, failed", "/admin/runs/run/?status__exact=failed", {}, cookies)]
-    web = start_web(args.web_workers)
-    latencies, errors = defaultdict(list), []
+    web = start_web(args.web_workers, SPARKOPS_DASHBOARD_CACHE_SECONDS="0")
     try:
-        for _name, url, headers, cookie in {t[0]: t for t in targets}.values():  # warm-up, one each
-            httpx.get(f"http://127.0.0.1:{PORT}{url}", headers=headers, cookies=cookie, timeout=120)
-        stop = time.perf_counter() + args.seconds
-        run_clients(args.clients, client_loop, targets, stop, latencies, errors)
+        forget_rollups()
+        raw = measure(health + rolled_up, args.raw_seconds, args.clients) if args.raw_seconds else None
+        started = time.perf_counter()
+        rolled = rollups.roll()
+        print(
+            f"roll-up (first tick, {rolled.hours} hours, {rolled.runs} runs): {time.perf_counter() - started:.1f} s; "
+            f"a tick after that: ", end="",
+        )  # fmt: skip
+        started = time.perf_counter()
+        rollups.roll()
+        print(f"{(time.perf_counter() - started) * 1000:.0f} ms")
+        latencies, errors = measure(targets, args.seconds, args.clients)
     finally:
         web.terminate()
         web.wait(30)
-    print(f"{args.clients} clients, {args.web_workers} web workers, {args.seconds:.0f}s, {len(errors)} errors")
-    if errors:
-        print(f"  first errors: {errors[:5]}")
-    ceiling = percentile(latencies["health (ceiling)"], 99)
-    for name, values in latencies.items():
-        p50, p95, p99 = (percentile(values, q) for q in (50, 95, 99))
-        print(
-            f"  {name:28} n={len(values):5} p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  p99 {p99:7.1f} ms"
-            f"  (p99 {p99 / ceiling:5.1f}x the ceiling's)"
-        )
+    setting = f"{args.clients} clients, {args.web_workers} web workers"
+    if raw:
+        report(f"no roll-ups (every run of the week read live), {setting}, {args.raw_seconds:.0f}s", *raw)
+    report(f"with hourly roll-ups, {setting}, {args.seconds:.0f}s", latencies, errors)
 
 
 if __name__ == "__main__":

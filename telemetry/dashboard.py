@@ -4,8 +4,8 @@ staff user may see (all of them for superusers), or one of them.
 Every query is bounded by a time window or by the active statuses, so each reads an index range,
 not the runs table: the counts of running, queued and waiting work use the (project, status,
 queued_at) index over the few active rows; failed runs are those of the last 24 h; the charts read
-the last 7 days through (project, queued_at) and the ledger's (project, created_at). There is no
-COUNT over the whole table.
+the last 7 days of runs from the hourly roll-ups plus what is live (telemetry/rollups.py) and the
+ledger through its (project, created_at). There is no COUNT over the whole table.
 """
 
 import hashlib
@@ -15,8 +15,6 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, DurationField, ExpressionWrapper, F
-from django.db.models.functions import Trunc
 from django.urls import reverse
 from django.utils import timezone
 
@@ -30,11 +28,10 @@ from sparkops.admin_scoping import projects_with
 from sparkops.console import seconds, usd
 from sparkops.roles import Role
 
+from . import histogram, rollups
 from .liveness import liveness
-from .metrics import percentile, spend_breakdown
+from .metrics import spend_breakdown
 
-#: The duration chart reads at most this many runs of each day (newest first).
-DURATION_ROWS = 2_000
 TOP = 5
 CHART_STATUSES = [
     RunStatus.SUCCEEDED,
@@ -139,7 +136,7 @@ def cached_charts(project_ids: list, now: datetime) -> dict:
 
 def charts(project_ids: list, now: datetime) -> dict:
     week_ago = now - timedelta(days=7)
-    runs = Run.objects.filter(project_id__in=project_ids, queued_at__gte=week_ago)
+    runs = rollups.window(project_ids, week_ago, now, steps=False)
     first_day = (now - timedelta(days=6)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     spend = spend_breakdown(SpendEntry.objects.filter(project_id__in=project_ids, created_at__gte=first_day))
     return {
@@ -153,22 +150,17 @@ def charts(project_ids: list, now: datetime) -> dict:
     }
 
 
-def runs_by_hour(runs, since: datetime, now: datetime, hours: int) -> dict:
-    """Runs queued per bucket of ``hours`` hours, by status (a stacked bar chart)."""
-    rows = (
-        runs.filter(queued_at__gte=since)
-        .annotate(hour=Trunc("queued_at", "hour", tzinfo=UTC))
-        .order_by()
-        .values_list("hour", "status")
-        .annotate(n=Count("pk"))
-    )
+def runs_by_hour(cells: dict, since: datetime, now: datetime, hours: int) -> dict:
+    """Runs queued per bucket of ``hours`` hours from the hour ``since`` falls in, by status (a
+    stacked bar chart), from the window's {(hour, status): cell}."""
     start = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     buckets = [
         start + timedelta(hours=hours * i) for i in range(int((now - start).total_seconds() // 3600 // hours) + 1)
     ]
     counts = defaultdict(int)
-    for hour, status, n in rows:
-        counts[(int((hour - start).total_seconds() // 3600 // hours), status)] += n
+    for (hour, status), cell in cells.items():
+        if hour >= start:
+            counts[(int((hour - start).total_seconds() // 3600 // hours), status)] += cell.runs
     label = "%H:%M" if hours == 1 else "%a %H:%M"
     return {
         "labels": [timezone.localtime(b).strftime(label) for b in buckets],
@@ -189,25 +181,25 @@ def _top(rows: list[dict], name) -> dict:
     return {"labels": [name(row) for row in rows], "usd": [float(row["cost_usd"]) for row in rows]}
 
 
-def durations_by_day(runs, first_day: datetime) -> dict:
-    """p50 and p95 run duration per UTC day, over the newest DURATION_ROWS finished runs queued that
-    day: one index range per day, and one value per row (the database subtracts)."""
+def durations_by_day(cells: dict, first_day: datetime) -> dict:
+    """p50 and p95 run duration per UTC day and over the days, from the hours' histograms."""
     days = [first_day + timedelta(days=i) for i in range(7)]
-    finished = runs.filter(started_at__isnull=False, finished_at__isnull=False).order_by("-queued_at")
-    took = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    per_day = {
-        day: sorted(
-            d.total_seconds()
-            for d in finished.filter(queued_at__gte=day, queued_at__lt=day + timedelta(days=1))
-            .annotate(took=took)
-            .values_list("took", flat=True)[:DURATION_ROWS]
-        )
-        for day in days
-    }
-    everything = sorted(d for values in per_day.values() for d in values)
+    per_day = {day: {} for day in days}
+    for (hour, _), cell in cells.items():
+        if hour >= first_day:
+            histogram.merge(per_day[days[(hour - first_day).days]], cell.run_durations)
+    week = {}
+    for durations in per_day.values():
+        histogram.merge(week, durations)
     return {
         "labels": [day.date().isoformat() for day in days],
-        "p50": [percentile(per_day[day], 0.5) for day in days],
-        "p95": [percentile(per_day[day], 0.95) for day in days],
-        "week": {"p50": percentile(everything, 0.5), "p95": percentile(everything, 0.95), "count": len(everything)},
+        "p50": [_seconds(per_day[day], 0.5) for day in days],
+        "p95": [_seconds(per_day[day], 0.95) for day in days],
+        "week": {"p50": _seconds(week, 0.5), "p95": _seconds(week, 0.95), "count": histogram.count(week)},
     }
+
+
+def _seconds(durations: dict, fraction: float) -> float | None:
+    """The chart is in seconds; histograms hold milliseconds."""
+    ms = histogram.percentile(durations, fraction)
+    return None if ms is None else round(ms / 1000, 3)

@@ -1,5 +1,7 @@
 """Reads behind ``GET /api/v1/metrics``: how a set of projects' runs, steps, spend and policies
-did since a point in time. Every figure is one aggregate query; percentiles are computed here."""
+did since a point in time. Runs and steps come from the hourly roll-ups plus what is live
+(telemetry/rollups.py), their durations as histograms (telemetry/histogram.py); spend and
+decisions are one aggregate query each."""
 
 import math
 from collections.abc import Iterable
@@ -8,37 +10,39 @@ from decimal import Decimal
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from policies.choices import EntryStatus, Outcome
 from policies.models import PolicyDecision, SpendEntry
 from policies.selectors import COUNTED
 from runs.choices import RunStatus
-from runs.models import Run, RunStep
 
-# Percentiles are computed in Python from the newest durations, so the same code answers on SQLite
-# (no percentile function) and PostgreSQL; the cap bounds the rows read on a busy installation.
-DURATION_SAMPLE = 10_000
+from . import histogram, rollups
+
 MICRODOLLAR = Decimal("0.000001")
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
-def project_metrics(project_ids: Iterable, since: datetime) -> dict:
+def project_metrics(project_ids: Iterable, since: datetime, now: datetime | None = None) -> dict:
     """Runs queued, calls made and decisions taken in these projects since ``since``."""
     project_ids = list(project_ids)
-    runs = Run.objects.filter(project_id__in=project_ids, queued_at__gte=since)
-    steps = RunStep.objects.filter(run__project_id__in=project_ids, run__queued_at__gte=since)
+    by_status = dict.fromkeys(RunStatus.values, 0)
+    run_durations, step_durations = {}, {}
+    for (_, status), cell in rollups.window(project_ids, since, now or timezone.now()).items():
+        by_status[status] = by_status.get(status, 0) + cell.runs
+        histogram.merge(run_durations, cell.run_durations)
+        histogram.merge(step_durations, cell.step_durations)
     spend = SpendEntry.objects.filter(project_id__in=project_ids, created_at__gte=since)
     decisions = PolicyDecision.objects.filter(project_id__in=project_ids, created_at__gte=since)
-    by_status = _counts(runs, "status", RunStatus.values)
     finished = sum(by_status[status] for status in FINISHED)
     return {
         "runs": {
             "total": sum(by_status.values()),
             "by_status": by_status,
             "success_rate": round(by_status[RunStatus.SUCCEEDED] / finished, 4) if finished else None,
-            "duration_ms": duration_stats(runs, newest_first="-queued_at"),
+            "duration_ms": histogram.stats(run_durations),
         },
-        "steps": {"duration_ms": duration_stats(steps, newest_first="-run__queued_at")},
+        "steps": {"duration_ms": histogram.stats(step_durations)},
         "spend": spend_breakdown(spend),
         "policy_decisions": {"by_outcome": _counts(decisions, "outcome", Outcome.values)},
     }
@@ -47,28 +51,6 @@ def project_metrics(project_ids: Iterable, since: datetime) -> dict:
 def _counts(queryset: QuerySet, field: str, names: list[str]) -> dict[str, int]:
     rows = dict(queryset.order_by().values_list(field).annotate(n=Count("pk")))
     return {name: rows.get(name, 0) for name in names}
-
-
-# ------------------------------------------------------------------------------
-# Durations
-# ------------------------------------------------------------------------------
-def duration_stats(queryset: QuerySet, *, newest_first: str = "-finished_at") -> dict:
-    """p50 and p95 of finished_at - started_at in ms over the newest ``DURATION_SAMPLE`` rows that
-    have both (runs and steps that never started, and reused steps, have no duration). Newest by
-    ``newest_first``: the runs' queue time, which an index orders, so that a million runs are not
-    all read and sorted to find the newest finished ones."""
-    pairs = (
-        queryset.filter(started_at__isnull=False, finished_at__isnull=False)
-        .order_by(newest_first)
-        .values_list("started_at", "finished_at")[:DURATION_SAMPLE]
-    )
-    durations = sorted((finished - started).total_seconds() * 1000 for started, finished in pairs)
-    return {
-        "p50": percentile(durations, 0.50),
-        "p95": percentile(durations, 0.95),
-        "count": len(durations),
-        "sampled": len(durations) == DURATION_SAMPLE,
-    }
 
 
 def percentile(ordered: list[float], fraction: float) -> float | None:

@@ -365,10 +365,19 @@ SPARKOPS_PRUNE_BATCH_SIZE = env.int("SPARKOPS_PRUNE_BATCH_SIZE", default=500)
 # System jobs, upserted by name into django-celery-beat at beat start; users' schedules are
 # separate rows that this never touches.
 SPARKOPS_REAP_SECONDS = env.float("SPARKOPS_REAP_SECONDS", default=30.0)
+# Hourly roll-ups of finished runs (telemetry/rollups.py): how often beat rolls the hours just
+# sealed and counts runs that finished since, and how far back the first tick ever reaches (older
+# hours: `manage.py rollup_runs --since <date>`).
+SPARKOPS_ROLLUP_SECONDS = env.float("SPARKOPS_ROLLUP_SECONDS", default=300.0)
+SPARKOPS_ROLLUP_FIRST_DAYS = env.int("SPARKOPS_ROLLUP_FIRST_DAYS", default=8)
+# How long the admin dashboard's charts are kept in the cache (0: read afresh on every view).
+SPARKOPS_DASHBOARD_CACHE_SECONDS = env.int("SPARKOPS_DASHBOARD_CACHE_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE = {
     "runs-reap": {"task": "runs.reap", "schedule": SPARKOPS_REAP_SECONDS},
     # Retention: old run events, fires, decisions and finished runs go in small batches, nightly.
     "retention-prune": {"task": "schedules.prune", "schedule": crontab(minute=17, hour=3)},
+    # Hourly roll-ups of runs for GET /api/v1/metrics and the dashboard (telemetry/rollups.py).
+    "telemetry-roll-up": {"task": "telemetry.roll_up", "schedule": SPARKOPS_ROLLUP_SECONDS},
     # simplejwt's outstanding and blacklisted refresh tokens past their expiry.
     "auth-flush-expired-tokens": {"task": "accounts.flush_expired_tokens", "schedule": crontab(minute=47, hour=3)},
     # Starts buffered fires whose schedule has no active run any more; as often as the reaper.

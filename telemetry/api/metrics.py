@@ -49,10 +49,13 @@ def _counts_of(name: str, keys: list[str], help_text: str) -> serializers.Serial
 
 
 class DurationSerializer(serializers.Serializer):
-    p50 = serializers.FloatField(allow_null=True, help_text="Median in ms; null with no finished rows.")
+    p50 = serializers.FloatField(
+        allow_null=True,
+        help_text="Median in ms, from log-scale histograms (within 4.5% of the exact value); null with no rows.",
+    )
     p95 = serializers.FloatField(allow_null=True)
-    count = serializers.IntegerField(help_text="Rows the percentiles were computed from.")
-    sampled = serializers.BooleanField(help_text=f"True when only the newest {metrics.DURATION_SAMPLE} were read.")
+    count = serializers.IntegerField(help_text="Rows the percentiles were computed from: all of them.")
+    sampled = serializers.BooleanField(help_text="Always false: every row is counted (kept for compatibility).")
 
 
 class SpendFiguresSerializer(serializers.Serializer):
@@ -142,6 +145,6 @@ class MetricsView(APIView):
             "project": query.validated_data.get("project"),
             "since": since,
             "until": now,
-            **metrics.project_metrics(project_ids, since),
+            **metrics.project_metrics(project_ids, since, now),
         }
         return Response(MetricsSerializer(body).data)
