@@ -21,8 +21,9 @@ def django_setup() -> None:
     call_command("migrate", verbosity=0)
 
 
-def serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Popen:
-    """Start a web server of ours and wait until it answers /health on ``port``."""
+def serve(command: list[str], port: int, env: dict[str, str], **popen) -> subprocess.Popen:
+    """Start a web server of ours and wait until it answers /health on ``port``; ``popen``, e.g.
+    ``stdout``, goes to subprocess.Popen."""
     import httpx
 
     try:  # a server already there would answer for ours, and the bench would time it
@@ -30,7 +31,7 @@ def serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Pope
         raise SystemExit(f"port {port} is taken by another server (SPARKOPS_BENCH_PORT picks another)")
     except httpx.HTTPError:
         pass
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, **popen)
     for _ in range(200):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils.text import slugify
 
 from accounts.models import User, UserManager
@@ -90,6 +91,21 @@ def project_require_runnable(*, project_id) -> None:
     """A frozen project starts nothing: no run, no retry, no schedule fire."""
     project = Project.objects.filter(pk=project_id, frozen_at__isnull=False).first()
     if project is not None:
+        raise ProjectFrozen(project)
+
+
+def project_require_startable(*, project_id, project: Project | None = None) -> None:
+    """project_require_writable and project_require_runnable in one read, archived first: what
+    starting a run (or a retry) checks. ``project``: the project as the caller read it while
+    handling this very request (the API reads it with the workflow), checked instead of a read."""
+    if project is None:
+        blocked = Project.objects.filter(Q(archived=True) | Q(frozen_at__isnull=False), pk=project_id).order_by()
+        project = next(iter(blocked[:1]), None)
+        if project is None:
+            return
+    if project.archived:
+        raise ProjectArchived(project_id)
+    if project.frozen_at is not None:
         raise ProjectFrozen(project)
 
 

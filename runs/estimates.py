@@ -38,7 +38,7 @@ from policies.exceptions import PolicyRefused
 from policies.kinds.base import Call
 from policies.money import config_usd
 from policies.selectors import budget_covers, budget_status, policies_for
-from projects.services import project_require_runnable, project_require_writable
+from projects.services import project_require_startable
 from sparkops.lib.errors import Refused
 from workflows import dag, templating, validation
 from workflows.models import WorkflowVersion
@@ -333,8 +333,7 @@ def admission_verdict(version: WorkflowVersion, api_key=None) -> dict:
     verdict: dict = {"admitted": True, "status_code": None, "reason": "", "policy": None, "warnings": []}
     verdict["waits_for_slot"] = None
     try:
-        project_require_writable(project_id=workflow.project_id)
-        project_require_runnable(project_id=workflow.project_id)
+        project_require_startable(project_id=workflow.project_id)
         with transaction.atomic():
             warnings = admission.admit(workflow=workflow, api_key=api_key)
             wait = admission.slot_wait(workflow=workflow, definition=version.definition)

@@ -14,7 +14,7 @@ from accounts.models import User
 from audit.choices import Action
 from audit.context import current_actor
 from audit.services import audit_record
-from projects.services import project_require_runnable, project_require_writable
+from projects.services import project_require_startable
 from sparkops.lib.errors import Refused
 from sparkops.roles import Role
 from workflows import validation
@@ -26,7 +26,7 @@ from workflows.selectors import latest_published_version
 from .choices import RUN_ACTIVE, Decision, EventType, RunStatus, StepStatus, Trigger
 from .engine import admission, dispatch
 from .engine.core import DISPATCH_GRACE
-from .engine.transitions import TransitionRefused, emit, move_run, move_step, require_run_status
+from .engine.transitions import TransitionRefused, emit, insert_events, move_run, move_step, require_run_status
 from .models import Approval, Run, RunStep
 from .reuse import StepPlan, reuse_plan
 
@@ -92,10 +92,13 @@ def run_start(
     priority: int = 0,
     task_agent=None,
     api_key=None,
+    project=None,
 ) -> tuple[Run, bool]:
     """Validate, ask the run-level policies, and write the run and its steps at once; the engine
     picks it up after commit. Returns (run, created): a repeated idempotency key returns the first
-    run. Raises PolicyRefused (429 or 422) when a rate limit or an exhausted budget refuses it."""
+    run. Raises PolicyRefused (429 or 422) when a rate limit or an exhausted budget refuses it.
+    ``project``: the workflow's project as read for this request (the API reads it with the
+    workflow): whether it is archived or frozen is judged on it instead of read again."""
     fingerprint = request_fingerprint(
         action="start",
         workflow=workflow.pk,
@@ -107,8 +110,7 @@ def run_start(
     )
     if existing := _replay(workflow.project_id, idempotency_key, fingerprint):
         return existing, False
-    project_require_writable(project_id=workflow.project_id)
-    project_require_runnable(project_id=workflow.project_id)
+    project_require_startable(project_id=workflow.project_id, project=project)
     version = _pinned_version(workflow, version)
     inputs = {} if inputs is None else inputs
     if problems := validation.input_errors(version.input_schema, inputs):
@@ -129,6 +131,9 @@ def run_start(
 
 
 def _create(workflow, version, inputs, user, trigger, idempotency_key, **fields) -> Run:
+    """The run, its steps and its first event in three statements. The run is born with its first
+    event number taken (nobody else can write events of a run that does not exist yet), and comes
+    back with its steps as written, so the answer to the request needs no second read."""
     run = Run.objects.create(
         project_id=workflow.project_id,
         workflow=workflow,
@@ -137,10 +142,12 @@ def _create(workflow, version, inputs, user, trigger, idempotency_key, **fields)
         created_by=user,
         inputs=inputs,
         idempotency_key=idempotency_key,
+        event_seq=1,
         **fields,
     )
-    RunStep.objects.bulk_create(_steps_for(run, version.definition))
-    emit(run.pk, EventType.RUN_QUEUED, payload={"trigger": trigger, "version": version.number})
+    steps = RunStep.objects.bulk_create(_steps_for(run, version.definition))
+    insert_events(run.pk, 1, [(EventType.RUN_QUEUED, None, {"trigger": trigger, "version": version.number})])
+    run._prefetched_objects_cache = {"steps": steps}  # run.steps.all(): these, in position order
     dispatch.advance_on_commit(run.pk)
     return run
 
@@ -204,8 +211,7 @@ def run_retry(
     if existing := _replay(run.project_id, idempotency_key, fingerprint):
         return existing, False
     require_run_status(run, {RunStatus.FAILED, RunStatus.CANCELLED}, "retry")
-    project_require_writable(project_id=run.project_id)
-    project_require_runnable(project_id=run.project_id)
+    project_require_startable(project_id=run.project_id)
     if problems := validation.input_errors(run.workflow_version.input_schema, inputs):
         raise ValidationError({"inputs": problems})
     plan = reuse_plan(run=run, inputs=inputs)

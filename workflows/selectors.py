@@ -2,6 +2,7 @@
 
 import difflib
 import json
+from functools import lru_cache
 
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
@@ -22,9 +23,30 @@ def version_of(workflow: Workflow, number: int) -> WorkflowVersion | None:
     return workflow.versions.filter(number=number).first()
 
 
+def with_latest_published(queryset: QuerySet[Workflow]) -> QuerySet[Workflow]:
+    """Workflows with the id of their newest published version read in the same query
+    (``latest_published_id``), so latest_published_version answers from the process's cache."""
+    newest = WorkflowVersion.objects.filter(workflow=OuterRef("pk"), published=True).order_by("-number")
+    return queryset.annotate(latest_published_id=Subquery(newest.values("pk")[:1]))
+
+
 def latest_published_version(workflow: Workflow) -> WorkflowVersion | None:
-    """The version a new run pins: the newest published one."""
+    """The version a new run pins: the newest published one. Read once per process when the
+    workflow came through with_latest_published (which of them is newest is read afresh each time)."""
+    if hasattr(workflow, "latest_published_id"):
+        version_id = workflow.latest_published_id
+        return None if version_id is None else published_version(version_id, workflow.pk)
     return workflow.versions.filter(published=True).order_by("-number").first()
+
+
+@lru_cache(maxsize=1024)
+def published_version(version_id: int, workflow_id) -> WorkflowVersion:
+    """A published version, read once per process: published versions never change (a published
+    version is not unpublished, and its definition and schema are frozen). Keyed by the workflow
+    too: SQLite hands a deleted row's id to the next row, but a workflow's id is never given
+    again, and a published version is only deleted with its workflow. Shared between callers:
+    read it, never change it."""
+    return WorkflowVersion.objects.get(pk=version_id, workflow_id=workflow_id)
 
 
 def _pretty(version: WorkflowVersion) -> list[str]:

@@ -1,12 +1,14 @@
 from rest_framework import serializers
 
+from sparkops.api.serializers import FieldsBuiltOnce
 from sparkops.api.viewsets import ScopedRelatedField
 from workflows.models import Workflow, WorkflowVersion
+from workflows.selectors import with_latest_published
 
 from ..models import Run, RunEvent, RunStep
 
 
-class RunStepSerializer(serializers.ModelSerializer):
+class RunStepSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     agent = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     tool = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
 
@@ -44,7 +46,7 @@ class RunStepSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RunSerializer(serializers.ModelSerializer):
+class RunSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     version = serializers.IntegerField(source="workflow_version.number", read_only=True)
 
     class Meta:
@@ -89,14 +91,16 @@ class RunDetailSerializer(RunSerializer):
 
 
 class RunCreateSerializer(serializers.Serializer):
+    # With its project (the view's archived check) and the id of its newest published version
+    # (run_start's pin, then read from the process's cache): no more round trips for either.
     workflow = ScopedRelatedField(
-        queryset=Workflow.objects.all(),
+        queryset=with_latest_published(Workflow.objects.select_related("project")),
         pk_field=serializers.UUIDField(),
         required=False,
         help_text="Runs its latest published version.",
     )
     workflow_version = ScopedRelatedField(
-        queryset=WorkflowVersion.objects.select_related("workflow"),
+        queryset=WorkflowVersion.objects.select_related("workflow__project"),
         project_path="workflow__project",
         required=False,
         help_text="Id of a published version to pin instead.",

@@ -13,6 +13,7 @@ from rest_framework import exceptions, mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from projects.services import ProjectArchived
 from sparkops.api.access import api_key_of, role_in
 from sparkops.api.pagination import CursorPagination
 from sparkops.api.viewsets import UUID_PATTERN, ProjectScopedGenericViewSet
@@ -95,7 +96,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
     # approve, reject: the step's own role is checked by the service. estimate writes nothing.
     action_roles = {"approve": Role.VIEWER, "reject": Role.VIEWER, "estimate": Role.VIEWER}
     # Work still running in an archived project can be stopped; an estimate there says it would be refused.
-    writable_when_archived = frozenset({"cancel", "estimate"})
+    # create checks the workflow's project itself, read along with the workflow.
+    writable_when_archived = frozenset({"cancel", "estimate", "create"})
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -125,6 +127,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
         data = payload.validated_data
         workflow = data["workflow"]
         self.check_project_role(workflow.project_id, Role.DEVELOPER)
+        if workflow.project.archived:  # read with the workflow; run_start checks again in its own read
+            raise ProjectArchived(workflow.project_id)
         if data["dry_run"]:
             estimate = estimates.estimate_start(
                 workflow=workflow,
@@ -143,6 +147,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScoped
             title=data["title"],
             priority=data["priority"],
             api_key=api_key_of(request),
+            project=workflow.project,  # read with the workflow, for this request
         )
         return start_response(run, created, request)
 

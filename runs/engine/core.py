@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from datetime import timedelta
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import structlog
@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from policies import services as policy_services
 from workflows import dag, templating
+from workflows import selectors as workflow_selectors
 from workflows.definition import spec_of
 from workflows.models import WorkflowVersion
 
@@ -54,15 +55,9 @@ INLINE_WITHIN_SECONDS = 30.0
 
 
 def published_version(run: Run) -> WorkflowVersion:
-    """A run's version, read once per process: runs pin published versions, which never change.
-    Keyed by the workflow too: SQLite hands a deleted row's id to the next row, but a workflow's
-    id is never given again, and a published version is only deleted with its workflow."""
-    return _published_version(run.workflow_version_id, run.workflow_id)
-
-
-@lru_cache(maxsize=1024)
-def _published_version(version_id: int, workflow_id) -> WorkflowVersion:
-    return WorkflowVersion.objects.get(pk=version_id, workflow_id=workflow_id)
+    """A run's version, read once per process (workflows.selectors.published_version): runs pin
+    published versions, which never change."""
+    return workflow_selectors.published_version(run.workflow_version_id, run.workflow_id)
 
 
 def _one(queryset):

@@ -16,6 +16,7 @@ from django.utils import timezone
 from projects.tests.factories import MembershipFactory
 from runs.choices import EventType, RunStatus, StepStatus, Trigger
 from runs.models import Approval, Run, RunStep
+from schedules.freeze import project_freeze
 from sparkops.roles import Role
 from sparkops.testing import ROLES
 from workflows import services as workflow_services
@@ -362,6 +363,69 @@ def test_a_repeated_idempotency_key_on_the_workflow_shortcut_and_start_task(team
     assert task.json()["id"] == task_again.json()["id"]
     assert client.post(task_url, {"title": "Other"}, HTTP_IDEMPOTENCY_KEY="task").status_code == 422
     assert Run.objects.count() == 2
+
+
+def three_steps(catalog) -> Workflow:
+    steps = (agent_step("a"), agent_step("b", depends_on=["a"]), agent_step("c", depends_on=["b"]))
+    return make_workflow(catalog.project, *steps, slug="three")
+
+
+def test_starting_a_run_takes_a_fixed_number_of_queries_and_answers_as_a_read_would(team, catalog):
+    """The caller, their memberships, and the workflow with its project and the id of its newest
+    published version (the version itself comes from the process's cache); then, in one
+    transaction, the admission policies, the run (born with its first event number), its steps,
+    and that event (the live stream's NOTIFY is a trigger's, not a statement). The answer's steps are the ones
+    written, not read back, and are what GET /runs/{id} returns."""
+    workflow = three_steps(catalog)
+    client = team.client(Role.DEVELOPER)
+    body = {"workflow": str(workflow.pk), "inputs": {"name": "Ada"}}
+    client.post(RUNS, body)  # the published version is read once per process
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(RUNS, body)
+
+    assert response.status_code == 201, response.json()
+    statements = [query["sql"] for query in queries.captured_queries if "SAVEPOINT" not in query["sql"]]
+    assert len(statements) == 7, statements
+    created = response.json()
+    assert [step["key"] for step in created["steps"]] == ["a", "b", "c"]
+    assert created == client.get(run_url(created["id"])).json()
+    run = Run.objects.get(pk=created["id"])
+    assert [(event.sequence, event.type) for event in run.events.all()] == [(1, EventType.RUN_QUEUED)]
+    assert run.event_seq == 1
+
+
+def test_a_newly_published_version_is_pinned_by_the_next_run(team, catalog):
+    """Which version is newest is read with the workflow on every start; only the version's
+    content is cached, and a published version never changes."""
+    workflow = three_steps(catalog)
+    client = team.client(Role.DEVELOPER)
+    body = {"workflow": str(workflow.pk), "inputs": {"name": "Ada"}}
+    assert client.post(RUNS, body).json()["version"] == 1
+
+    workflow_services.workflow_update(workflow=workflow, user=None, definition={"steps": [agent_step("only")]})
+    assert client.post(RUNS, body).json()["version"] == 1  # version 2 is a draft
+    workflow_services.version_publish(version=workflow.versions.get(number=2))
+    second = client.post(RUNS, body).json()
+
+    assert second["version"] == 2
+    assert [step["key"] for step in second["steps"]] == ["only"]
+
+
+def test_a_frozen_project_refuses_new_runs_and_a_dry_run_in_an_archived_one_is_409(team, catalog):
+    workflow = three_steps(catalog)
+    client = team.client(Role.DEVELOPER)
+    body = {"workflow": str(workflow.pk), "inputs": {"name": "Ada"}}
+    project_freeze(project=catalog.project, reason="incident")
+    frozen = client.post(RUNS, body)
+    assert frozen.status_code == 409
+    assert (frozen.json()["code"], frozen.json()["frozen_reason"]) == ("project_frozen", "incident")
+
+    catalog.project.archived = True
+    catalog.project.save(update_fields=["archived"])
+    assert assert_error(client.post(RUNS, body), 409)["code"] == "project_archived"
+    assert assert_error(client.post(RUNS, {**body, "dry_run": True}), 409)["code"] == "project_archived"
+    assert not Run.objects.exists()
 
 
 # ------------------------------------------------------------------------------
