@@ -96,7 +96,7 @@ def test_a_worker_is_ok_while_it_runs_then_down_once_stopped(client, tmp_path):
     # Late, then down (a slow warm shutdown may already take it past late: the ages are judged
     # by test_states_follow_the_age_of_the_last_heartbeat).
     gone = _wait_state("worker", {"down"}, timeout=20)
-    assert gone["age_seconds"] > 3
+    assert gone["age_seconds"] >= 3  # past DOWN x 0.5 s, reported to the tenth: 3.04 s reads 3.0
 
 
 @e2e
