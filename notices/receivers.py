@@ -21,8 +21,8 @@ def _on_schedule_paused(sender, schedule, reason, automatic, **kwargs) -> None:
 
 
 @receiver(spend_reserved, dispatch_uid="notices.spend_reserved")
-def _on_spend_reserved(sender, project_id, budgets, **kwargs) -> None:
-    services.notices_for_budgets(project_id=project_id, budgets=budgets)
+def _on_spend_reserved(sender, project_id, budgets, call=None, **kwargs) -> None:
+    services.notices_for_budgets(project_id=project_id, budgets=budgets, call=call)
 
 
 @receiver(admission_refused, dispatch_uid="notices.admission_refused")

@@ -9,10 +9,12 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from policies.choices import Outcome, Window
-from policies.models import Policy
-from policies.selectors import budget_status
+from policies.kinds.base import Call
+from policies.models import ZERO, Policy
+from policies.selectors import BudgetStatus, BudgetUse, budget_status, budget_status_from
 from runs.choices import EventType
 from runs.models import Run, RunEvent, RunStep
 from schedules.models import Schedule
@@ -124,12 +126,14 @@ def notice_admission_refused(*, project_id, policy: Policy, reason: str) -> Noti
     return publish(project_id, NoticeType.POLICY_BLOCKED, payload=payload)
 
 
-def notices_for_budgets(*, project_id, budgets: list[Policy]) -> list[Notice]:
+def notices_for_budgets(*, project_id, budgets: list[Policy], call: Call | None = None) -> list[Notice]:
     """Report each threshold a budget's use (spent + reserved) has reached in its current window,
-    once per window. Call in the transaction that reserved the spend."""
+    once per window. Call in the transaction that reserved the spend. ``call``: the call whose
+    reservation that was; what its budgets' judges read under their locks, plus its reservation,
+    is the use now, so the ledger is not summed again."""
     notices = []
     for policy in budgets:
-        status = budget_status(policy, project_id)
+        status = _status_after(policy, project_id, call)
         if status.amount <= 0:
             continue
         used = status.spent + status.reserved
@@ -138,6 +142,15 @@ def notices_for_budgets(*, project_id, budgets: list[Policy]) -> list[Notice]:
             if used * 100 >= status.amount * percent and _claim_crossing(policy, project_id, window, percent):
                 notices.append(_budget_notice(policy, project_id, status, percent, used))
     return notices
+
+
+def _status_after(policy: Policy, project_id, call: Call | None) -> BudgetStatus:
+    judged = call.budget_uses.get(policy.pk) if call is not None else None
+    if judged is None:
+        return budget_status(policy, project_id)
+    span, use = judged
+    reserved = use.reserved + (call.estimate_usd or ZERO)
+    return budget_status_from(policy, project_id, span, BudgetUse(use.spent, reserved), timezone.now())
 
 
 def _window_key(policy: Policy, start: datetime) -> datetime:

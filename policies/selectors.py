@@ -120,7 +120,11 @@ def budget_status(policy: Policy, project_id, now: datetime | None = None) -> Bu
     spend of a whole window at the current rate: what it has spent."""
     now = now or timezone.now()
     span = window_at(policy.config, now)
-    use = budget_use(policy, project_id, span)
+    return budget_status_from(policy, project_id, span, budget_use(policy, project_id, span), now)
+
+
+def budget_status_from(policy: Policy, project_id, span: Span, use: BudgetUse, now: datetime) -> BudgetStatus:
+    """budget_status, from the window and use already read (see budget_status)."""
     projected = use.spent
     if policy.config["window"] != Window.ROLLING:
         elapsed = (now - span.start).total_seconds()

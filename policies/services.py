@@ -223,7 +223,7 @@ def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
             verdict.entry_id = _open_entry(call).pk
             budgets = [p for p in policies if p.kind == PolicyKind.BUDGET]
             if budgets:
-                spend_reserved.send(sender=SpendEntry, project_id=call.project_id, budgets=budgets)
+                spend_reserved.send(sender=SpendEntry, project_id=call.project_id, budgets=budgets, call=call)
     return verdict
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from notices.choices import NoticeType
 from notices.models import BudgetCrossing, Notice
@@ -142,6 +143,26 @@ def test_budget_thresholds_are_told_once_each_per_window(project):
     assert {n.payload["policy"]["id"] for n in crossed} == {daily.pk}
     assert crossed[0].payload["amount_usd"] == "1.00"
     assert BudgetCrossing.objects.count() == 3
+
+
+def test_the_threshold_check_reuses_what_the_budget_read_before_the_call(project):
+    """A call under a budget sums the budget's window once, under its lock, to judge the call; its
+    thresholds are checked from that reading plus the call's reservation, not by summing again."""
+    budget(project, "1.00", action=PolicyAction.WARN)
+    spent(project, "0.495")
+    workflow = make_workflow(project, agent_step("a"))
+
+    with CaptureQueriesContext(connection) as queries:
+        start(workflow)  # reserves ~$0.0082: 50.3% used
+
+    window_sums = [q["sql"] for q in queries.captured_queries if "SUM(" in q["sql"] and "spendentry" in q["sql"]]
+    assert len(window_sums) == 2, window_sums  # the run's admission, then its one call
+    (told,) = Notice.objects.filter(type=NoticeType.BUDGET_THRESHOLD)
+    assert told.payload["threshold_percent"] == 50
+    assert Decimal(told.payload["used_usd"]) == Decimal(told.payload["spent_usd"]) + Decimal(
+        told.payload["reserved_usd"]
+    )
+    assert Decimal("0.495") < Decimal(told.payload["used_usd"]) < Decimal("0.51")
 
 
 def test_a_new_window_reports_its_thresholds_again(project, time_machine):

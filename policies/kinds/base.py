@@ -89,6 +89,9 @@ class Call:
     #: Hits (by key) a human approved for this step: those require_approval policies let it pass.
     granted: frozenset[str] = frozenset()
     stage: str = field(default=CALL, init=False)
+    #: What each budget's judge found in its window, by policy id: (span, use), read under the
+    #: budget's lock before this call's reservation. The threshold notices reuse it.
+    budget_uses: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
 @dataclass

@@ -68,6 +68,7 @@ class Budget(PolicyKindBase):
         amount = config_usd(policy.config, "amount_usd")
         span = window_at(policy.config, timezone.now())
         use = budget_use(policy, call.project_id, span)
+        call.budget_uses[policy.pk] = (span, use)
         if use.total + call.estimate_usd <= amount:
             return None
         return Objection(
