@@ -184,10 +184,13 @@ def _on_events(sender, run_id, events, **kwargs) -> None:
     outcome on the step's span); a run that ended gets its own span once that commits."""
     span = trace.get_current_span()
     recording = span.is_recording()
+    # A step's span carries its step's status; the advance its success makes in the same
+    # transaction writes other steps' events (step.queued) under it too.
+    own_step = (getattr(span, "attributes", None) or {}).get("sparkops.step.id") if recording else None
     for event in events:
         if recording:
             span.add_event(event.type, {"sparkops.event.sequence": event.sequence})
-            if event.type.startswith("step.") and event.step_id is not None:
+            if event.type.startswith("step.") and event.step_id is not None and event.step_id == own_step:
                 span.set_attribute("sparkops.step.status", event.type.removeprefix("step."))
         if event.type in RUN_ENDED:
             transaction.on_commit(lambda: _export_run_span_quietly(run_id))

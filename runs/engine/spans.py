@@ -55,7 +55,7 @@ def step_span(step) -> Iterator[Span]:
         return
     parent = trace.set_span_in_context(NonRecordingSpan(run_span_context(step.run_id)))
     carrier = trace.get_current_span().get_span_context()
-    attributes = {**_ids(step.run, step), "sparkops.step.kind": step.kind}
+    attributes = {**_ids(step.run, step), "sparkops.step.id": step.pk, "sparkops.step.kind": step.kind}
     if step.kind == "agent":
         attributes["gen_ai.operation.name"] = "invoke_agent"
     links = [Link(carrier)] if carrier.is_valid else None

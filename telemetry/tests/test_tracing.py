@@ -22,7 +22,7 @@ from policies.choices import PolicyKind
 from policies.tests.factories import PolicyFactory
 from runs.choices import RunStatus
 from runs.engine.spans import run_span_context
-from runs.models import Run
+from runs.models import Run, RunStep
 from runs.tests.e2e_support import ROOT, FakeOpenAI, Worker, free_port, process_env, stop_workers, worker_logs
 from sparkops.celery import app as celery_app
 from sparkops.testing import make_team
@@ -224,8 +224,10 @@ def test_spans_of_one_run_arrive_under_one_trace_from_two_workers(traced_workers
 
     step_spans = {s["attributes"]["sparkops.step.key"]: s for s in mine if s["name"].startswith("step ")}
     assert set(step_spans) == {"s0", "s1", "s2", "s3", "s4", "s5", "sum"}
+    step_ids = dict(RunStep.objects.filter(run_id=run_id).values_list("key", "pk"))
     for key, span in step_spans.items():
         assert span["parent_span_id"] == run_span_id
+        assert span["attributes"]["sparkops.step.id"] == step_ids[key]
         assert span["attributes"]["sparkops.run.id"] == str(run_id)
         assert span["attributes"]["sparkops.project.id"] == str(team.project.pk)
         assert span["attributes"]["sparkops.step.status"] == "succeeded", key
