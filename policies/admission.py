@@ -27,11 +27,26 @@ class AdmissionWarning:
     reason: str
 
 
-def admission_judge(*, admission: Admission) -> list[AdmissionWarning]:
+def run_policies(project_id) -> list[Policy]:
+    """The enabled policies a new run of the project answers to, in one read: those judged when it
+    is started (admission_judge) and the concurrency limits it may have to wait on (slot_judge)."""
+    return policies_for(project_id, (*kinds.at(kinds.ADMISSION), *kinds.at(kinds.SLOT)))
+
+
+def has_slot_limits(policies: list[Policy]) -> bool:
+    """Whether any of ``policies`` (e.g. run_policies) is a concurrency limit a run may wait on."""
+    return any(policy.kind in kinds.at(kinds.SLOT) for policy in policies)
+
+
+def admission_judge(*, admission: Admission, policies: list[Policy] | None = None) -> list[AdmissionWarning]:
     """Raise PolicyRefused when a blocking policy refuses the run; return the warnings to record
     once the run exists. Call inside the transaction that creates the run: the limits stay
-    locked (lock_scopes) until it commits, so two starts at once cannot both take a rate limit's last run."""
-    policies = policies_for(admission.project_id, kinds.at(kinds.ADMISSION))
+    locked (lock_scopes) until it commits, so two starts at once cannot both take a rate limit's last run.
+    ``policies``: the project's policies as already read (run_policies); those of other stages are
+    left alone."""
+    if policies is None:
+        policies = policies_for(admission.project_id, kinds.at(kinds.ADMISSION))
+    policies = [policy for policy in policies if policy.kind in kinds.at(kinds.ADMISSION)]
     if not policies:
         return []
     lock_scopes(policies, project_id=admission.project_id)
@@ -94,13 +109,20 @@ class SlotVerdict:
         return next(((policy, reason) for policy, reason in self.full if policy.action == PolicyAction.BLOCK), None)
 
 
-def slot_judge(*, project_id, run_id, contenders: Callable[[bool], list[Contender]]) -> SlotVerdict | None:
+def slot_policies(project_id) -> list[Policy]:
+    """The enabled concurrency limits over a project's runs (judged at the slot stage)."""
+    return policies_for(project_id, kinds.at(kinds.SLOT))
+
+
+def slot_judge(
+    *, project_id, run_id, contenders: Callable[[bool], list[Contender]], policies: list[Policy] | None = None
+) -> SlotVerdict | None:
     """Whether a queued run may start now under every limit judged at the slot stage; None when
     none applies. ``contenders(with_agents)``: the project's runs that hold a slot or wait for one
     (the agents their workflows run only when asked). Call inside the advance's transaction: the
     limits stay locked (lock_scopes) until it commits, so two advances cannot both give the last
-    slot away."""
-    policies = policies_for(project_id, kinds.at(kinds.SLOT))
+    slot away. ``policies``: the project's slot_policies as already read (a worker's catalog)."""
+    policies = slot_policies(project_id) if policies is None else policies
     if not policies:
         return None
     lock_scopes(policies, project_id=project_id)
@@ -114,10 +136,10 @@ def slot_judge(*, project_id, run_id, contenders: Callable[[bool], list[Contende
     )
 
 
-def slot_limits_locked(project_id) -> bool:
+def slot_limits_locked(project_id, policies: list[Policy] | None = None) -> bool:
     """Lock the project's slot limits (lock_scopes) for the rest of the transaction; False, and
-    nothing locked, when it has none."""
-    policies = policies_for(project_id, kinds.at(kinds.SLOT))
+    nothing locked, when it has none. ``policies``: its slot_policies as already read."""
+    policies = slot_policies(project_id) if policies is None else policies
     if policies:
         lock_scopes(policies, project_id=project_id)
     return bool(policies)

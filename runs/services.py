@@ -24,7 +24,7 @@ from workflows.models import Workflow, WorkflowVersion
 from workflows.selectors import latest_published_version
 
 from .choices import RUN_ACTIVE, Decision, EventType, RunStatus, StepStatus, Trigger
-from .engine import admission, dispatch
+from .engine import admission, core, dispatch
 from .engine.core import DISPATCH_GRACE
 from .engine.transitions import TransitionRefused, emit, insert_events, move_run, move_step, require_run_status
 from .models import Approval, Run, RunStep
@@ -117,12 +117,12 @@ def run_start(
         raise ValidationError({"inputs": problems})
     fields = {"title": title, "priority": priority, "task_agent": task_agent, "api_key": api_key}
     fields["request_fingerprint"] = fingerprint if idempotency_key else ""
+
+    def create(start: bool) -> Run:
+        return _create(workflow, version, inputs, user, trigger, idempotency_key, start=start, **fields)
+
     try:
-        run = admission.admitted(
-            workflow=workflow,
-            api_key=api_key,
-            create=lambda: _create(workflow, version, inputs, user, trigger, idempotency_key, **fields),
-        )
+        run = admission.admitted(workflow=workflow, api_key=api_key, create=create)
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
         if (first := _replay(workflow.project_id, idempotency_key, fingerprint)) is None:
             raise
@@ -130,10 +130,16 @@ def run_start(
     return run, True
 
 
-def _create(workflow, version, inputs, user, trigger, idempotency_key, **fields) -> Run:
-    """The run, its steps and its first event in three statements. The run is born with its first
-    event number taken (nobody else can write events of a run that does not exist yet), and comes
-    back with its steps as written, so the answer to the request needs no second read."""
+def _create(workflow, version, inputs, user, trigger, idempotency_key, *, start: bool = False, **fields) -> Run:
+    """The run, its steps and its first events in three statements. The run is born with its event
+    numbers taken (nobody else can write events of a run that does not exist yet), and comes back
+    with its steps as written, so the answer to the request needs no second read.
+
+    With ``start`` (no concurrency limit to wait for), the steps ready at once are written queued
+    and sent to the workers on commit, as the run's first advance would have: that advance, its
+    task and its transaction are saved. The run stays ``queued`` until the first claim starts it
+    (runs.engine.core.claim). Otherwise the first advance decides, after commit."""
+    ready = set(core.ready_at_creation(version.definition)) if start else set()
     run = Run.objects.create(
         project_id=workflow.project_id,
         workflow=workflow,
@@ -142,13 +148,22 @@ def _create(workflow, version, inputs, user, trigger, idempotency_key, **fields)
         created_by=user,
         inputs=inputs,
         idempotency_key=idempotency_key,
-        event_seq=1,
+        event_seq=1 + len(ready),
         **fields,
     )
-    steps = RunStep.objects.bulk_create(_steps_for(run, version.definition))
-    insert_events(run.pk, 1, [(EventType.RUN_QUEUED, None, {"trigger": trigger, "version": version.number})])
+    steps = _steps_for(run, version.definition)
+    queued = [step for step in steps if step.key in ready]
+    core.mark_queued(queued)
+    RunStep.objects.bulk_create(steps)
+    events = [(EventType.RUN_QUEUED, None, {"trigger": trigger, "version": version.number})]
+    events += [(EventType.STEP_QUEUED, step, {"key": step.key}) for step in queued]
+    insert_events(run.pk, len(events), events)
     run._prefetched_objects_cache = {"steps": steps}  # run.steps.all(): these, in position order
-    dispatch.advance_on_commit(run.pk)
+    if queued:
+        for step in queued:
+            dispatch.step_on_commit(step.pk)
+    else:
+        dispatch.advance_on_commit(run.pk)
     return run
 
 
@@ -238,7 +253,7 @@ def admit_child(parent: Run, child: Child, fingerprint: str) -> tuple[Run, bool]
     """Admit and write ``child`` of ``parent``, as run_start does a new run."""
     try:
         made = admission.admitted(
-            workflow=parent.workflow, api_key=child.api_key, create=lambda: _create_child(parent, child)
+            workflow=parent.workflow, api_key=child.api_key, create=lambda start: _create_child(parent, child)
         )
     except IntegrityError:  # the same idempotency key, twice at once: the first one wins
         if (first := _replay(parent.project_id, child.key.get("idempotency_key", ""), fingerprint)) is None:

@@ -23,16 +23,17 @@ from .transitions import emit
 SLOT_HOLDERS = (RunStatus.RUNNING, RunStatus.WAITING_APPROVAL, RunStatus.CANCELLING)
 
 
-def admit(*, workflow, api_key=None) -> list[AdmissionWarning]:
+def admit(*, workflow, api_key=None, policies: list[Policy] | None = None) -> list[AdmissionWarning]:
     """Raise PolicyRefused when a blocking policy refuses the run; return the warnings to record
-    once the run exists. Call inside the transaction that creates the run (see admission_judge)."""
+    once the run exists. Call inside the transaction that creates the run (see admission_judge).
+    ``policies``: the project's run policies as already read (policy_admission.run_policies)."""
     admission = Admission(
         project_id=workflow.project_id,
         workflow_slug=workflow.slug,
         api_key=api_key,
         runs_started=lambda since, key: _runs_started(workflow.project_id, since, key),
     )
-    return policy_admission.admission_judge(admission=admission)
+    return policy_admission.admission_judge(admission=admission, policies=policies)
 
 
 def _runs_started(project_id, since: datetime, api_key):
@@ -42,13 +43,16 @@ def _runs_started(project_id, since: datetime, api_key):
     return started.order_by("queued_at").values_list("queued_at", flat=True)
 
 
-def admitted(*, workflow, api_key, create: Callable[[], Run]) -> Run:
+def admitted(*, workflow, api_key, create: Callable[[bool], Run]) -> Run:
     """Ask the run-level policies and write the run (``create``) in one transaction, with the
-    warnings recorded on it. A refusal rolls the run back, then is recorded and raised."""
+    warnings recorded on it. A refusal rolls the run back, then is recorded and raised.
+    ``create(start)``: ``start`` is True when no concurrency limit applies to the project, so the
+    run may queue its first steps as it is written, with no advance first (see runs.services)."""
     try:
         with transaction.atomic():
-            warnings = admit(workflow=workflow, api_key=api_key)
-            run = create()
+            policies = policy_admission.run_policies(workflow.project_id)
+            warnings = admit(workflow=workflow, api_key=api_key, policies=policies)
+            run = create(not policy_admission.has_slot_limits(policies))
             record_warnings(run, warnings)
     except PolicyRefused as refusal:
         record_refusal(workflow.project_id, refusal)
@@ -113,7 +117,7 @@ def _contenders(project_id, with_agents: bool) -> list[Contender]:
     ]
 
 
-def may_take_slot(run: Run) -> bool:
+def may_take_slot(run: Run, policies: list[Policy] | None = None) -> bool:
     """Whether a queued run may start now under every concurrency limit over it. A run that may
     not is held (``waiting_on``) and tried again when a run in its project ends. Call inside the
     advance's transaction (see slot_judge for the lock)."""
@@ -121,6 +125,7 @@ def may_take_slot(run: Run) -> bool:
         project_id=run.project_id,
         run_id=run.pk,
         contenders=lambda with_agents: _contenders(run.project_id, with_agents),
+        policies=policies,
     )
     if verdict is None:
         return _clear_hold(run)
@@ -166,13 +171,13 @@ def _clear_hold(run: Run) -> bool:
     return True
 
 
-def held_runs(project_id, limit: int = 200) -> list:
+def held_runs(project_id, limit: int = 200, policies: list[Policy] | None = None) -> list:
     """Queued runs of a project waiting for a slot, first in line first. Call in the transaction
     that ends a run: it waits for the project's concurrency policies first. A run being held at
     this moment has seen the ending run still active; without the lock its hold could commit just
     after this list was read, and it would wait for the next run to end (or the reaper) while its
     slot stood free. With it, the hold is committed and listed here, or waits and sees the end."""
-    if not policy_admission.slot_limits_locked(project_id):
+    if not policy_admission.slot_limits_locked(project_id, policies):
         return []  # no limit to wait on: runs a deleted or disabled limit held are nudged by the reaper
     return list(
         Run.objects.filter(project_id=project_id, status=RunStatus.QUEUED, waiting_on__isnull=False)

@@ -1,5 +1,5 @@
 """What a step reads of its project's catalog — the agent, its tools, the project's call-level
-policies and the model prices — kept per worker process, keyed by the project's catalog
+policies and concurrency limits, and the model prices — kept per worker process, keyed by the project's catalog
 generation (runs.CatalogGeneration, which database triggers move on every change of any of
 them). The generation comes with the row the claim or the advance reads anyway, so a step of a
 project whose catalog did not change reads none of it again: four statements fewer per step.
@@ -19,6 +19,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from agents.models import Agent, ModelPrice, Tool
+from policies import admission as policy_admission
 from policies import services as policy_services
 
 from ..models import CatalogGeneration
@@ -38,6 +39,7 @@ class Catalog:
     agents: dict[str, Agent | None] = field(default_factory=dict)
     tools: dict[int, list[Tool]] = field(default_factory=dict)
     policies: list | None = None
+    slots: list | None = None
     prices: dict[tuple[str, str], list[ModelPrice]] = field(default_factory=dict)
 
     def agent(self, project_id, slug: str) -> Agent | None:
@@ -60,6 +62,12 @@ class Catalog:
         if self.policies is None:
             self.policies = policy_services.policies_before_calls(project_id)
         return list(self.policies)
+
+    def slot_policies(self, project_id) -> list:
+        """The concurrency limits a queued run waits on (policies.admission.slot_policies)."""
+        if self.slots is None:
+            self.slots = policy_admission.slot_policies(project_id)
+        return list(self.slots)
 
     def price(self, provider: str, model: str, at: datetime | None = None) -> ModelPrice | None:
         """The price in force at ``at`` (default now), as agents.selectors.price_in_force: every row

@@ -13,8 +13,8 @@ from typing import Any
 
 import structlog
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import OperationalError, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from policies import services as policy_services
@@ -28,7 +28,16 @@ from ..models import Run, RunEvent, RunStep
 from . import admission, catalog, dispatch, kinds, spans
 from .context import StepCancelled, StepContext, StepFailed, StepHeld, recorded_fields
 from .durability import durably
-from .transitions import emit_many, insert_events, move_run, move_step, reserve_sequences
+from .transitions import (
+    emit_many,
+    insert_events,
+    lock_wait_ran_out,
+    move_run,
+    move_step,
+    reserve_and_read,
+    reserve_and_start,
+    reserve_sequences,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,13 @@ STRANDED_RUN = timedelta(seconds=5)
 # while it has run for less than this: a chain of steps never outlasts the task's time limit,
 # which is the longest step timeout plus this and a margin (settings.CELERY_TASK_SOFT_TIME_LIMIT).
 INLINE_WITHIN_SECONDS = 30.0
+# What _run returns when the step's outcome did not advance its run (the caller advances it).
+UNADVANCED = object()
+# What a write returns when a try whose answer was lost had committed it (_unless_landed).
+LANDED = object()
+# How long a step's success waits for a row lock its run's advance needs, in the same transaction,
+# before it is written alone and the run advanced after (_succeed). The run's own row is not bounded.
+ADVANCE_LOCK_WAIT = "200ms"
 
 
 def published_version(run: Run) -> WorkflowVersion:
@@ -83,22 +99,30 @@ def advance(run_id, *, inline: bool = False) -> RunStep | None:
         if run is None or run.status in RUN_TERMINAL:
             return None
         run.workflow_version = published_version(run)
-        if run.status == RunStatus.QUEUED and not admission.may_take_slot(run):
-            return None  # held for a slot; advanced again when a run of its project ends
-        steps = {step.key: step for step in RunStep.objects.filter(run=run).order_by()}
-        following = None
-        if run.status == RunStatus.CANCELLING:
-            _finish_cancelling(run, steps)
-        else:
-            following = _plan(run, steps, inline=inline)
-        if run.status in RUN_TERMINAL:
-            _release_slot(run)
-        return following
+        return _advance_locked(run, inline=inline)
 
 
-def _release_slot(run: Run) -> None:
+def _advance_locked(run: Run, *, inline: bool) -> RunStep | None:
+    """advance, for a run its caller's transaction has locked and read (status, catalog generation,
+    version): by advance itself, or by a step's outcome that advances in its own transaction."""
+    # The project's concurrency limits, from the process's catalog (the generation read with the run).
+    limits = catalog.of(run.project_id, run.catalog_generation).slot_policies(run.project_id)
+    if run.status == RunStatus.QUEUED and not admission.may_take_slot(run, limits):
+        return None  # held for a slot; advanced again when a run of its project ends
+    steps = {step.key: step for step in RunStep.objects.filter(run=run).order_by()}
+    following = None
+    if run.status == RunStatus.CANCELLING:
+        _finish_cancelling(run, steps)
+    else:
+        following = _plan(run, steps, inline=inline)
+    if run.status in RUN_TERMINAL:
+        _release_slot(run, limits)
+    return following
+
+
+def _release_slot(run: Run, limits: list) -> None:
     """A run ended: the runs held for a slot in its project try again, first in line first."""
-    for held_id in admission.held_runs(run.project_id):
+    for held_id in admission.held_runs(run.project_id, policies=limits):
         dispatch.advance_on_commit(held_id)
 
 
@@ -191,6 +215,20 @@ def _finish_cancelling(run: Run, steps: dict[str, RunStep]) -> None:
         move_run(run, RunStatus.CANCELLED, EventType.RUN_CANCELLED)
 
 
+def ready_at_creation(definition: dict) -> list[str]:
+    """Keys of the steps a new run can queue as it is written: those its first advance would queue
+    (nothing has run, so nothing is skipped yet)."""
+    return dag.ready_steps(definition, {})
+
+
+def mark_queued(steps: list[RunStep]) -> None:
+    """Steps not yet written, as queue_step leaves them: the caller writes them, with their
+    ``step.queued`` events, and sends them on commit (runs.services)."""
+    now = timezone.now()
+    for step in steps:
+        step.status, step.queued_at, step.lease_expires_at = StepStatus.QUEUED, now, now + DISPATCH_GRACE
+
+
 def queue_step(step: RunStep) -> bool:
     """pending -> queued, dispatched when the transaction commits."""
     deadline = timezone.now() + DISPATCH_GRACE
@@ -215,14 +253,9 @@ def claim(step_id: int) -> RunStep | None:
     The UPDATE's row count decides: a second delivery of the same message claims nothing. The
     attempt's start is written with the claim, so an attempt that kills its worker still shows."""
     now = timezone.now()
-    generation = catalog.generation_of("run__project_id")
-    step = _one(
-        RunStep.objects.select_related("run__workflow").annotate(catalog_generation=generation).filter(pk=step_id)
-    )
+    step = _with_run(RunStep.objects.filter(pk=step_id))
     if step is None or step.status not in (StepStatus.QUEUED, StepStatus.RUNNING):
         return None
-    step.run.catalog_generation = step.catalog_generation
-    step.run.workflow_version = published_version(step.run)
     taken_over = step.status == StepStatus.RUNNING  # its worker died, or froze past its lease
     timeout = spec_of(step.run.workflow_version.definition, step.key).get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
     fields = {
@@ -243,13 +276,29 @@ def claim(step_id: int) -> RunStep | None:
     with transaction.atomic():
         # The run's row first (the event's number), then the step's: the order advance locks them
         # in, so a claim never deadlocks with an advance that cancels this queued step.
-        last = reserve_sequences(step.run_id, len(events))
+        # A run that queued its first steps as it was written starts with its first claim.
+        last, started = reserve_and_start(step.run_id, len(events), now)
         if not RunStep.objects.filter(claimable, pk=step_id, attempt=step.attempt).update(**fields):
             transaction.set_rollback(True)
             return None
+        if started:
+            events.insert(0, (EventType.RUN_STARTED, None, {}))
         insert_events(step.run_id, last, events)
+    if started:
+        step.run.status, step.run.started_at, step.run.updated_at = RunStatus.RUNNING, now, now
     for name, value in fields.items():
         setattr(step, name, value)
+    return step
+
+
+def _with_run(steps) -> RunStep | None:
+    """The step ``steps`` selects, with its run, the run's workflow and version, and the project's
+    catalog generation, in one statement."""
+    generation = catalog.generation_of("run__project_id")
+    step = _one(steps.select_related("run__workflow").annotate(catalog_generation=generation))
+    if step is not None:
+        step.run.catalog_generation = step.catalog_generation
+        step.run.workflow_version = published_version(step.run)
     return step
 
 
@@ -291,7 +340,9 @@ def _execute_one(step_id: int, *, claimed: RunStep | None = None, inline: bool) 
         _write_outcome(step, None, "cancelled", _cancelling(step))
     else:
         with spans.step_span(step):
-            _run(step, run)
+            advanced = _run(step, run, inline=inline)
+        if advanced is not UNADVANCED:
+            return advanced  # a success advanced the run in its own transaction (_succeed)
     # Advance here rather than through another message: the step's outcome is committed, and
     # the run's row lock keeps this safe next to any other advance. A worker that dies before
     # this leaves a run whose steps all settled: the reaper advances it (stranded_runs). A retry of
@@ -325,7 +376,9 @@ def _cancelling(step: RunStep):
     )
 
 
-def _run(step: RunStep, run: Run) -> None:
+def _run(step: RunStep, run: Run, *, inline: bool = False):
+    """Run the step and write its outcome. A success advances the run in the same transaction
+    and returns what advance returns; any other outcome returns UNADVANCED."""
     spec = spec_of(run.workflow_version.definition, step.key)
     outputs = _outputs_for(run, spec)
     timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
@@ -343,7 +396,7 @@ def _run(step: RunStep, run: Run) -> None:
         kind = kinds.get(step.kind)
         if kind.parks:
             _park(step, ctx, kind.run(ctx))
-            return
+            return UNADVANCED
         output = kind.run(ctx)
     except StepCancelled:
         _write_outcome(step, ctx, "cancelled", _cancelling(step))
@@ -352,7 +405,8 @@ def _run(step: RunStep, run: Run) -> None:
     except StepFailed as failure:
         _fail_step(step, failure, spec, ctx)
     else:
-        _succeed(step, output, ctx)
+        return _succeed(step, output, ctx, inline=inline)
+    return UNADVANCED
 
 
 def _park(step: RunStep, ctx: StepContext, payload: dict) -> None:
@@ -433,14 +487,28 @@ def _unless_landed(step: RunStep, write, *, landed: Any = None):
     return once
 
 
-def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
-    def write() -> None:
+def _succeed(step: RunStep, output: Any, ctx: StepContext, *, inline: bool = False):
+    """Write the success and advance the run in the same transaction (one commit, and the run is
+    not locked and read twice); returns what advance returns, or UNADVANCED when it did not advance
+    (the caller advances as after any outcome).
+
+    The provider has answered: its answer is not held hostage to the advance. Should the advance
+    wait for a row lock longer than ADVANCE_LOCK_WAIT (PostgreSQL), the transaction is given up
+    and the success is written alone; a worker killed while the advance waits then loses nothing
+    of the call, which is never made again."""
+    run = step.run
+    since = timezone.now()
+
+    def write(*, advancing: bool):
         with transaction.atomic():
             # The run's row before the step's, the order claim and advance lock them in: a takeover
             # claim racing this write waits for it instead of deadlocking with it. The numbers of the
-            # events it writes (the held-back ones and the outcome) are taken with the lock.
+            # events it writes (the held-back ones and the outcome) are taken with the lock, and the
+            # run's status and catalog generation are read under it, for the advance below.
             # The final call's tokens and cost are added to the run's in the same statement.
-            last = reserve_sequences(step.run_id, ctx.events_due(1), ctx.totals)
+            last, run.status, run.catalog_generation = reserve_and_read(
+                step.run_id, ctx.events_due(1), ctx.totals, lock_wait=ADVANCE_LOCK_WAIT if advancing else None
+            )
             # Conditional on this attempt: a worker that lost its lease must not overwrite the result
             # of the worker that took over (its tokens still count: ctx.write adds them then).
             done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
@@ -454,11 +522,47 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext) -> None:
             )
             succeeded = (EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt})
             ctx.write(succeeded if done else _refused(step, "succeeded"), last=last, step_counted=bool(done))
-            if done:
-                _skip_untaken(step, ctx.untaken)
+            if not done:
+                return UNADVANCED
+            _skip_untaken(step, ctx.untaken)
+            if not advancing:
+                return UNADVANCED
+            return None if run.status in RUN_TERMINAL else _advance_locked(run, inline=inline)
 
-    durably(_unless_landed(step, write), until=step.lease_expires_at)
+    def write_and_advance():
+        try:
+            return write(advancing=True)
+        except OperationalError as error:
+            if not lock_wait_ran_out(error):
+                raise
+        log.info(
+            "the advance after step %s waited over %s for a lock; its success is written alone",
+            step.pk,
+            ADVANCE_LOCK_WAIT,
+        )
+        return write(advancing=False)
+
+    advanced = durably(_unless_landed(step, write_and_advance, landed=LANDED), until=step.lease_expires_at)
     ctx.forget()
+    if advanced is LANDED:
+        # The try whose answer was lost committed: with the advance, which may have claimed a step
+        # for this task (still this task's to run), or without it (the caller advances; advancing
+        # a run that was advanced already queues nothing more).
+        return _claimed_inline(step, since) or UNADVANCED
+    return advanced
+
+
+def _claimed_inline(step: RunStep, since) -> RunStep | None:
+    """The step an advance claimed for this task after ``step`` (_queue_and_claim) since ``since``:
+    running, queued and started at the same instant (a claim by a worker comes later than its
+    queueing), read as claim reads it."""
+    claimed = RunStep.objects.filter(
+        run_id=step.run_id, status=StepStatus.RUNNING, started_at__gte=since, queued_at=F("started_at")
+    ).exclude(pk=step.pk)
+    following = _with_run(claimed)
+    if following is not None:
+        following.crashes = following.lost_workers
+    return following
 
 
 def _skip_untaken(step: RunStep, keys: list[str]) -> None:
@@ -521,7 +625,12 @@ def reap() -> dict[str, int]:
             RunStep.objects.filter(pk=step_id, status=StepStatus.QUEUED).update(lease_expires_at=now + DISPATCH_GRACE)
         dispatch.step_now(step_id)
         counts["steps"] += 1
-    stale = Run.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.CANCELLING], updated_at__lt=now - STALE_RUN)
+    # A queued run whose first steps were queued as it was written waits for their claim, not for
+    # an advance: those steps' leases cover it (above).
+    busy = RunStep.objects.filter(run=OuterRef("pk"), status__in=[StepStatus.QUEUED, StepStatus.RUNNING])
+    stale = Run.objects.alias(has_busy=Exists(busy)).filter(
+        Q(status=RunStatus.CANCELLING) | Q(status=RunStatus.QUEUED, has_busy=False), updated_at__lt=now - STALE_RUN
+    )
     for run_id in stale.values_list("pk", flat=True)[:500]:
         Run.objects.filter(pk=run_id).update(updated_at=now)  # one nudge per interval, not a storm
         dispatch.advance_now(run_id)

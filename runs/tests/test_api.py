@@ -373,9 +373,10 @@ def three_steps(catalog) -> Workflow:
 def test_starting_a_run_takes_a_fixed_number_of_queries_and_answers_as_a_read_would(team, catalog):
     """The caller, their memberships, and the workflow with its project and the id of its newest
     published version (the version itself comes from the process's cache); then, in one
-    transaction, the admission policies, the run (born with its first event number), its steps,
-    and that event (the live stream's NOTIFY is a trigger's, not a statement). The answer's steps are the ones
-    written, not read back, and are what GET /runs/{id} returns."""
+    transaction, the run policies, the run (born with its event numbers), its steps (the first one
+    queued: no concurrency limit applies), and the events (the live stream's NOTIFY is a trigger's,
+    not a statement). The answer's steps are the ones written, not read back, and are what
+    GET /runs/{id} returns."""
     workflow = three_steps(catalog)
     client = team.client(Role.DEVELOPER)
     body = {"workflow": str(workflow.pk), "inputs": {"name": "Ada"}}
@@ -391,8 +392,12 @@ def test_starting_a_run_takes_a_fixed_number_of_queries_and_answers_as_a_read_wo
     assert [step["key"] for step in created["steps"]] == ["a", "b", "c"]
     assert created == client.get(run_url(created["id"])).json()
     run = Run.objects.get(pk=created["id"])
-    assert [(event.sequence, event.type) for event in run.events.all()] == [(1, EventType.RUN_QUEUED)]
-    assert run.event_seq == 1
+    assert [(event.sequence, event.type) for event in run.events.all()] == [
+        (1, EventType.RUN_QUEUED),
+        (2, EventType.STEP_QUEUED),
+    ]
+    assert run.event_seq == 2
+    assert [step["status"] for step in created["steps"]] == ["queued", "pending", "pending"]
 
 
 def test_a_newly_published_version_is_pinned_by_the_next_run(team, catalog):
@@ -447,7 +452,7 @@ def test_reading_the_steps_needs_membership(team, run, who):
     assert response.status_code == expected(who, 200, Role.VIEWER)
     if response.status_code == 200:
         assert [(s["key"], s["status"], s["agent"]) for s in response.json()] == [
-            ("a", "pending", None),
+            ("a", "queued", None),
             ("b", "pending", None),
         ]
 
@@ -457,19 +462,22 @@ def test_reading_the_events_needs_membership(team, run, who):
     response = team.client(who).get(run_url(run, "/events"))
     assert response.status_code == expected(who, 200, Role.VIEWER)
     if response.status_code == 200:
-        assert [(e["sequence"], e["type"]) for e in response.json()] == [(1, EventType.RUN_QUEUED)]
+        assert [(e["sequence"], e["type"]) for e in response.json()] == [
+            (1, EventType.RUN_QUEUED),
+            (2, EventType.STEP_QUEUED),
+        ]
 
 
 def test_events_after_a_sequence_are_only_the_later_ones(team, parked):
     client = team.client(Role.ADMIN)
     client.post(run_url(parked, "/steps/gate/approve"))
     every = client.get(run_url(parked, "/events")).json()
-    assert [e["sequence"] for e in every] == [1, 2]
+    assert [e["sequence"] for e in every] == [1, 2, 3]  # run.queued, step.queued, step.approved
 
-    later = client.get(run_url(parked, "/events"), {"after": 1}).json()
+    later = client.get(run_url(parked, "/events"), {"after": 2}).json()
 
-    assert [(e["sequence"], e["type"], e["step"]) for e in later] == [(2, EventType.STEP_APPROVED, "gate")]
-    assert client.get(run_url(parked, "/events"), {"after": 2}).json() == []
+    assert [(e["sequence"], e["type"], e["step"]) for e in later] == [(3, EventType.STEP_APPROVED, "gate")]
+    assert client.get(run_url(parked, "/events"), {"after": 3}).json() == []
     assert "after" in assert_error(client.get(run_url(parked, "/events"), {"after": "x"}), 400)["errors"]
 
 

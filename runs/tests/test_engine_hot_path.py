@@ -9,10 +9,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from runs import shutdown
+from runs import services, shutdown
 from runs.choices import EventType, RunStatus, StepStatus
 from runs.engine import core
-from runs.models import RunEvent, RunStep
+from runs.models import Run, RunEvent, RunStep
 
 from .factories import agent_step, bare_run, make_catalog, make_workflow, start, statuses, step_of
 
@@ -21,8 +21,10 @@ from .factories import agent_step, bare_run, make_catalog, make_workflow, start,
 # after; 17 since the call's tokens and cost are added to the run's and the step's by the outcome's
 # own UPDATEs; 14 since the advance claims the step it leaves to its task in its own transaction;
 # 10 since the agent, its tools, the call policies and the price come from the process's catalog
-# (runs/engine/catalog.py). The live stream's NOTIFY is a trigger's, not a statement (live/migrations).
-STATEMENTS_PER_STEP = {"postgresql": 10, "sqlite": 12}
+# (runs/engine/catalog.py); 9 since the outcome and the advance share one transaction, the outcome's
+# UPDATE of the run reading back what the advance needs (runs/engine/transitions.py). The live
+# stream's NOTIFY is a trigger's, not a statement (live/migrations).
+STATEMENTS_PER_STEP = {"postgresql": 9, "sqlite": 10}
 
 
 @pytest.fixture
@@ -52,7 +54,15 @@ def test_a_linear_run_runs_in_one_step_task_with_its_events_numbered_without_gap
 
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
-    assert step_tasks.count("runs.step_execute") == 1  # s1..s3 ran in s0's task, no broker hop
+    # s0 was queued as the run was written (no advance task first); s1..s3 ran in s0's task.
+    assert step_tasks == ["runs.step_execute"]
+    assert [(e.type, e.step and e.step.key) for e in RunEvent.objects.filter(run=run).order_by("sequence")[:4]] == [
+        (EventType.RUN_QUEUED, None),
+        (EventType.STEP_QUEUED, "s0"),
+        (EventType.RUN_STARTED, None),  # by s0's claim
+        (EventType.STEP_STARTED, "s0"),
+    ]
+    assert run.started_at is not None
     sequences = list(RunEvent.objects.filter(run=run).order_by("sequence").values_list("sequence", flat=True))
     assert sequences == list(range(1, run.event_seq + 1))
     assert [e.payload["key"] for e in RunEvent.objects.filter(run=run, type=EventType.STEP_STARTED)] == [
@@ -71,6 +81,48 @@ def test_steps_that_can_run_in_parallel_are_each_sent_to_the_broker(engine, cata
 
     assert statuses(run) == {"a": StepStatus.SUCCEEDED, "b": StepStatus.SUCCEEDED, "c": StepStatus.SUCCEEDED}
     assert step_tasks.count("runs.step_execute") == 3
+
+
+def test_a_run_with_two_first_steps_starts_once(engine, catalog, step_tasks):
+    run = start(make_workflow(catalog.project, agent_step("a"), agent_step("b")))
+
+    assert statuses(run) == {"a": StepStatus.SUCCEEDED, "b": StepStatus.SUCCEEDED}
+    types = list(RunEvent.objects.filter(run=run).order_by("sequence").values_list("type", flat=True))
+    assert types.count(EventType.RUN_STARTED) == 1
+    assert types.index(EventType.RUN_STARTED) < types.index(EventType.STEP_STARTED)
+    assert step_tasks == ["runs.step_execute", "runs.step_execute"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_cancelled_before_its_first_claim_never_starts(catalog):
+    run = start(linear(catalog.project, 2, "pair"))  # not executed: tasks are not eager here
+    first = step_of(run, "s0")
+    assert first.status == StepStatus.QUEUED
+
+    services.run_cancel(run=run)
+    core.advance(run.pk)  # the advance run_cancel sends
+    core.execute(first.pk)  # the step's message, delivered late
+
+    run.refresh_from_db()
+    assert (run.status, run.started_at) == (RunStatus.CANCELLED, None)
+    assert statuses(run) == {"s0": StepStatus.CANCELLED, "s1": StepStatus.CANCELLED}
+    assert not RunEvent.objects.filter(run=run, type__in=[EventType.RUN_STARTED, EventType.STEP_STARTED]).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_leaves_a_queued_run_to_its_queued_step_and_sends_the_step_again(catalog):
+    run = start(linear(catalog.project, 2, "pair"))
+    long_ago = timezone.now() - timedelta(minutes=10)
+    Run.objects.filter(pk=run.pk).update(updated_at=long_ago)
+    RunStep.objects.filter(run=run, key="s0").update(lease_expires_at=long_ago)  # its message was lost
+
+    counts = core.reap()
+
+    assert (counts["steps"], counts["runs"]) == (1, 0)  # the step again, not an advance of its run
+    core.execute(step_of(run, "s0").pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert RunEvent.objects.filter(run=run, type=EventType.RUN_STARTED).count() == 1
 
 
 def _chain_statements(project, n: int) -> int:

@@ -3,6 +3,7 @@ goes as far as it can before the call that started it returns. Providers are the
 provider or a real local HTTP server speaking the OpenAI wire format; nothing of ours is patched."""
 
 import json
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 
@@ -847,9 +848,10 @@ def test_a_tool_call_cut_at_the_step_timeout_fails_the_agent_step_as_a_timeout(e
     assert len(server.requests) == 2  # the model is not asked again: the step has no time left
 
 
-def test_an_outcome_whose_commit_answer_was_lost_is_not_written_twice(transactional_db, queued_step):
-    """The connection drops after the outcome's COMMIT reached the database, before its answer came
-    back: the worker writes again through a new connection, and finds its own outcome there."""
+@contextmanager
+def losing_the_answer_to_the_success_commit():
+    """The connection drops once, right after the COMMIT of a step's success reached the database,
+    before its answer came back to the worker. Yields a list that holds True once it dropped."""
     dropped = []
 
     def drop_once() -> None:
@@ -865,6 +867,13 @@ def test_an_outcome_whose_commit_answer_was_lost_is_not_written_twice(transactio
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(after_the_outcome_commits):
+        yield dropped
+
+
+def test_an_outcome_whose_commit_answer_was_lost_is_not_written_twice(transactional_db, queued_step):
+    """The connection drops after the outcome's COMMIT reached the database, before its answer came
+    back: the worker writes again through a new connection, and finds its own outcome there."""
+    with losing_the_answer_to_the_success_commit() as dropped:
         core.execute(queued_step.pk)
 
     step = RunStep.objects.get(pk=queued_step.pk)
@@ -876,3 +885,21 @@ def test_an_outcome_whose_commit_answer_was_lost_is_not_written_twice(transactio
     assert types.count(EventType.STEP_SUCCEEDED) == types.count(EventType.LLM_CALL) == 1
     assert EventType.STEP_OUTCOME_REFUSED not in types
     assert SpendEntry.objects.filter(step=step).count() == 1
+
+
+def test_a_success_whose_commit_answer_was_lost_still_runs_the_step_its_advance_claimed(transactional_db, catalog):
+    """A success advances its run in the same transaction: here that advance claims ``b`` for this
+    task. The commit's answer is lost; the retry finds the outcome written, and ``b``, claimed by
+    that commit, still runs in this task: no takeover, no second start, no wait for its lease."""
+    run = start(make_workflow(catalog.project, agent_step("a"), agent_step("b", depends_on=["a"])))
+    with losing_the_answer_to_the_success_commit() as dropped:
+        core.execute(step_of(run, "a").pk)
+
+    assert dropped == [True]
+    run = reload(run)
+    assert run.status == RunStatus.SUCCEEDED
+    b = step_of(run, "b")
+    assert (b.status, b.attempt, b.lost_workers) == (SUCCEEDED, 1, 0)
+    types = event_types(run)
+    assert types.count(EventType.STEP_SUCCEEDED) == types.count(EventType.STEP_STARTED) == 2
+    assert EventType.STEP_HANDED_BACK not in types

@@ -5,8 +5,11 @@ others use the plain ``db`` fixture, where nothing is enqueued (on_commit never 
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from policies.choices import PolicyKind
+from policies.tests.factories import PolicyFactory
 from runs import services
 from runs.choices import EventType, RunStatus, StepStatus, Trigger
+from runs.engine import core
 from runs.engine.transitions import TransitionRefused
 from runs.models import Approval, Run, RunEvent, RunStep
 from sparkops.roles import Role
@@ -56,10 +59,13 @@ def reload(run: Run) -> Run:
 # ------------------------------------------------------------------------------
 # run_start
 # ------------------------------------------------------------------------------
-def test_run_start_writes_the_run_its_pending_steps_and_the_queued_event(workflow, team):
+def test_run_start_writes_the_run_its_steps_with_the_first_queued_and_their_events(
+    workflow, team, django_capture_on_commit_callbacks
+):
     user = team.members[Role.DEVELOPER]
 
-    run, created = services.run_start(workflow=workflow, inputs={"name": "Ada"}, user=user, title="T", priority=3)
+    with django_capture_on_commit_callbacks() as sent:
+        run, created = services.run_start(workflow=workflow, inputs={"name": "Ada"}, user=user, title="T", priority=3)
 
     assert created is True
     run = reload(run)
@@ -67,9 +73,44 @@ def test_run_start_writes_the_run_its_pending_steps_and_the_queued_event(workflo
     assert run.workflow_version == workflow.versions.get(number=1)
     assert run.project_id == workflow.project_id
     steps = list(run.steps.order_by("position").values_list("key", "kind", "position", "status", "max_attempts"))
-    assert steps == [("a", "agent", 0, "pending", 3), ("b", "agent", 1, "pending", 3)]
-    assert event_types(run) == [EventType.RUN_QUEUED]
+    # No concurrency limit applies: the first step is queued as the run is written, as its first
+    # advance would have queued it, with a dispatch lease for the reaper.
+    assert steps == [("a", "agent", 0, "queued", 3), ("b", "agent", 1, "pending", 3)]
+    first = step_of(run, "a")
+    assert first.queued_at is not None
+    assert first.lease_expires_at == first.queued_at + core.DISPATCH_GRACE
+    assert [(e.sequence, e.type, e.step_id) for e in run.events.order_by("sequence")] == [
+        (1, EventType.RUN_QUEUED, None),
+        (2, EventType.STEP_QUEUED, first.pk),
+    ]
+    assert run.event_seq == 2
     assert events(run, EventType.RUN_QUEUED)[0].payload == {"trigger": "api", "version": 1}
+    assert len(sent) == 1  # the step's message, sent on commit; no advance
+
+
+def test_a_new_run_with_several_first_steps_queues_them_all(catalog, team):
+    flow = make_workflow(catalog.project, agent_step("a"), agent_step("b"), agent_step("c", depends_on=["a", "b"]))
+
+    run, _ = services.run_start(workflow=flow, inputs={"name": "Ada"}, user=team.members[Role.DEVELOPER])
+
+    run = reload(run)
+    assert dict(run.steps.values_list("key", "status")) == {"a": "queued", "b": "queued", "c": "pending"}
+    assert event_types(run) == [EventType.RUN_QUEUED, EventType.STEP_QUEUED, EventType.STEP_QUEUED]
+
+
+def test_under_a_concurrency_limit_a_new_run_queues_nothing_and_its_first_advance_decides(
+    workflow, team, django_capture_on_commit_callbacks
+):
+    PolicyFactory(project=workflow.project, kind=PolicyKind.CONCURRENCY, config={"max_active": 2})
+
+    with django_capture_on_commit_callbacks() as sent:
+        run, _ = services.run_start(workflow=workflow, inputs={"name": "Ada"}, user=team.members[Role.DEVELOPER])
+
+    run = reload(run)
+    assert set(run.steps.values_list("status", flat=True)) == {StepStatus.PENDING}
+    assert event_types(run) == [EventType.RUN_QUEUED]
+    assert reload(run).event_seq == 1
+    assert len(sent) == 1  # the advance, which asks the limit for a slot
 
 
 def test_run_start_takes_each_steps_retry_attempts_from_the_definition(catalog):
