@@ -224,22 +224,23 @@ def ready_at_creation(definition: dict) -> list[str]:
 def mark_queued(steps: list[RunStep]) -> None:
     """Steps not yet written, as queue_step leaves them: the caller writes them, with their
     ``step.queued`` events, and sends them on commit (runs.services)."""
-    now = timezone.now()
+    fields = _queued_fields()
     for step in steps:
-        step.status, step.queued_at, step.lease_expires_at = StepStatus.QUEUED, now, now + DISPATCH_GRACE
+        step.status = StepStatus.QUEUED
+        for name, value in fields.items():
+            setattr(step, name, value)
+
+
+def _queued_fields() -> dict:
+    """A queued step's time of queueing, and its dispatch lease: the reaper sends it again if no
+    worker has claimed it by then."""
+    now = timezone.now()
+    return {"queued_at": now, "lease_expires_at": now + DISPATCH_GRACE}
 
 
 def queue_step(step: RunStep) -> bool:
     """pending -> queued, dispatched when the transaction commits."""
-    deadline = timezone.now() + DISPATCH_GRACE
-    moved = move_step(
-        step,
-        [StepStatus.PENDING],
-        StepStatus.QUEUED,
-        EventType.STEP_QUEUED,
-        queued_at=timezone.now(),
-        lease_expires_at=deadline,
-    )
+    moved = move_step(step, [StepStatus.PENDING], StepStatus.QUEUED, EventType.STEP_QUEUED, **_queued_fields())
     if moved:
         dispatch.step_on_commit(step.pk)
     return moved
