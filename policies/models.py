@@ -134,6 +134,9 @@ class SpendEntry(models.Model):
     price = models.ForeignKey("agents.ModelPrice", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(help_text="When the call started (or was reserved).")
     settled_at = models.DateTimeField(null=True, blank=True)
+    #: The budget totals (BudgetTotal ids) the reservation was added to, in the order they were
+    #: locked: settling or releasing it moves the same totals, in the same order.
+    counted_in = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -158,3 +161,36 @@ class SpendEntry(models.Model):
         if self.status == EntryStatus.SETTLED:
             return self.cost_usd or ZERO
         return self.reserved_usd
+
+
+class BudgetTotal(models.Model):
+    """What a calendar-window budget has spent and holds in reservations in one window, kept with
+    the ledger: a reservation adds its estimate, its settle or release moves it. Checking a budget
+    before a call reads and locks this one row instead of summing the window's ledger. One row per
+    budget, project (a global budget is kept per project), window and version of the policy: an
+    edit starts a new total, counted from the ledger. Rolling windows are summed from the ledger."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="+")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    version = models.BigIntegerField(help_text="The policy's updated_at, in microseconds, when this total started.")
+    spent = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    reserved = models.DecimalField(max_digits=14, decimal_places=6, default=ZERO)
+    started_at = models.DateTimeField(help_text="When this total was counted from the ledger.")
+    recounted = models.BooleanField(
+        default=False, help_text="Counted from the ledger again once every call in flight when it started had ended."
+    )
+
+    class Meta:
+        constraints = [
+            # The reservation's lookup, and what keeps two workers from starting the same total.
+            models.UniqueConstraint(
+                fields=["policy", "project", "window_start", "version"],
+                name="policies_budgettotal_unique",
+                violation_error_message="This budget window already has a total.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy_id} {self.window_start:%Y-%m-%d}: {self.spent} spent, {self.reserved} reserved"

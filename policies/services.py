@@ -11,16 +11,17 @@ questions (admission, slots) are in policies/admission.py.
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from projects.models import Project
 from sparkops.roles import Role
 
-from . import kinds
+from . import kinds, totals
 from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
 from .kinds.base import Call
 from .models import ZERO, Policy, PolicyDecision, SpendEntry
@@ -205,8 +206,7 @@ def lock_scopes(policies: list[Policy], *, project_id, run_id=None) -> None:
     engine's advance also follows (run, then policies), so no two transactions deadlock. NO KEY
     locks: rows that point at these (ledger entries, runs) are still inserted meanwhile."""
     if run_id is not None and any(_per_run(p) for p in policies):
-        run_model = SpendEntry._meta.get_field("run").related_model  # runs sits above policies
-        list(run_model.objects.select_for_update(no_key=True).filter(pk=run_id).values_list("pk"))
+        _lock_run(run_id)
     if any(p.project_id is None for p in policies if not _per_run(p)):
         list(Project.objects.select_for_update(no_key=True).filter(pk=project_id).values_list("pk"))
     own = [p.pk for p in policies if p.project_id is not None and not _per_run(p)]
@@ -214,16 +214,36 @@ def lock_scopes(policies: list[Policy], *, project_id, run_id=None) -> None:
         list(Policy.objects.select_for_update(no_key=True).filter(pk__in=own).order_by("pk").values_list("pk"))
 
 
+def _lock_run(run_id) -> None:
+    """The run's row, by a plain statement: on every call under a run ceiling, where the ORM's
+    building of it cost more than the database's answer. SQLite runs one writer at a time."""
+    if not connection.features.has_select_for_update:
+        return
+    run_field = SpendEntry._meta.get_field("run")  # runs sits above policies: its table by the key
+    sql = f"SELECT 1 FROM {run_field.related_model._meta.db_table} WHERE id = %s FOR NO KEY UPDATE"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [run_field.get_db_prep_value(run_id, connection)])
+
+
 def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
+    now = timezone.now()
+    # A priced call takes its estimate from the running total of each calendar budget at once,
+    # which locks it; an unpriced one is judged without taking (a dollar limit cannot be kept).
+    kept = [p for p in policies if totals.kept(p)] if call.estimate_usd is not None else []
     with transaction.atomic():
-        lock_scopes(policies, project_id=call.project_id, run_id=call.run_id)
+        lock_scopes([p for p in policies if p not in kept], project_id=call.project_id, run_id=call.run_id)
+        taken = totals.take(kept, project_id=call.project_id, amount=call.estimate_usd, now=now)
+        call.budget_uses.update({pk: (span, use) for pk, (_, span, use) in taken.items()})
+        counted_in = [total_id for total_id, _, _ in taken.values()]
         hits = [hit for policy in policies if (hit := _spend_hit(policy, call))]  # priority order
         verdict = _judge(call, hits, verdict)
-        if verdict.allowed:
-            verdict.entry_id = _open_entry(call).pk
-            budgets = [p for p in policies if p.kind == PolicyKind.BUDGET]
-            if budgets:
-                spend_reserved.send(sender=SpendEntry, project_id=call.project_id, budgets=budgets, call=call)
+        if not verdict.allowed:
+            totals.give_back(counted_in, call.estimate_usd or ZERO)
+            return verdict
+        verdict.entry_id = _open_entry(call, now, counted_in)
+        budgets = [p for p in policies if p.kind == PolicyKind.BUDGET]
+        if budgets:
+            spend_reserved.send(sender=SpendEntry, project_id=call.project_id, budgets=budgets, call=call)
     return verdict
 
 
@@ -242,59 +262,119 @@ def _spend_hit(policy: Policy, call: Call) -> Hit | None:
     return None
 
 
-def _new_entry(call: Call, **values) -> SpendEntry:
-    return SpendEntry.objects.create(
+def _new_entry(call: Call, created_at: datetime | None = None, **values) -> int:
+    """Write a ledger entry; its id. Every provider call writes one."""
+    return _insert_entry(
         project_id=call.project_id,
         run_id=call.run_id,
         step_id=call.step_id,
         attempt=call.attempt,
         workflow_id=call.workflow_id,
         workflow_slug=call.workflow_slug,
-        agent=call.agent,
+        agent_id=call.agent.pk if call.agent is not None else None,
         agent_slug=call.agent.slug if call.agent is not None else "",
         provider=call.provider,
         model=call.model,
-        created_at=timezone.now(),
+        created_at=created_at or timezone.now(),
         **values,
     )
 
 
-def _open_entry(call: Call) -> SpendEntry:
+def _open_entry(call: Call, now: datetime, counted_in: list[int]) -> int:
+    # Dated by the moment its windows were read: the entry falls in the window it was counted in.
     return _new_entry(
         call,
+        now,
+        counted_in=counted_in,
         status=EntryStatus.RESERVED,
         reserved_usd=call.estimate_usd or ZERO,  # an unpriced call let through holds its tokens only
         input_tokens=call.estimate_tokens,
     )
 
 
+def _insert_entry(**values) -> int:
+    """SpendEntry.objects.create(), by a plain INSERT of every field (the given value or the
+    field's default, adapted by the field): the ORM's building of it cost more than the database's
+    answer, on a path every provider call takes."""
+    fields = [field for field in SpendEntry._meta.concrete_fields if not field.primary_key]
+    params = [
+        field.get_db_prep_save(values[field.attname] if field.attname in values else field.get_default(), connection)
+        for field in fields
+    ]
+    columns, marks = ", ".join(field.column for field in fields), ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {SpendEntry._meta.db_table} ({columns}) VALUES ({marks}) RETURNING id", params)  # noqa: S608
+        return cursor.fetchone()[0]
+
+
 # ------------------------------------------------------------------------------
 # The ledger after the call
 # ------------------------------------------------------------------------------
 def spend_settle(
-    *, call: Call, entry_id: int | None, input_tokens: int, output_tokens: int, cost: Decimal | None, price
+    *,
+    call: Call,
+    entry_id: int | None,
+    input_tokens: int,
+    output_tokens: int,
+    cost: Decimal | None,
+    price,
+    later: list | None = None,
 ) -> None:
-    """Record the call's actual tokens and cost: settle its reservation, or write its entry."""
-    values = {
-        "status": EntryStatus.SETTLED,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cost_usd": cost,
-        "price": price,
-        "settled_at": timezone.now(),
-    }
-    # A reservation the reaper expired (its worker looked lost) is settled all the same.
-    if entry_id is not None and SpendEntry.objects.filter(pk=entry_id).update(**values):
-        return
-    _new_entry(call, **values)
+    """Record the call's actual tokens and cost: settle its reservation, or write its entry.
+    ``later``: the moves of the budget totals are appended there instead of made, for the caller
+    to make before its transaction commits; made last, they hold each total's row lock (which
+    every call under the budget takes) for the shortest time."""
+    now = timezone.now()
+    if entry_id is not None:
+        # A reservation the reaper expired (its worker looked lost) is settled all the same; one
+        # settled already (a retry whose first commit lost its answer) is left as it is.
+        values = [input_tokens, output_tokens, cost, price.pk if price is not None else None]
+        if _close(entry_id, values, now, spent=cost or ZERO, only_reserved=False, later=later):
+            return
+        if SpendEntry.objects.filter(pk=entry_id).exists():
+            return
+    _new_entry(
+        call,
+        status=EntryStatus.SETTLED,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost,
+        price_id=price.pk if price is not None else None,
+        settled_at=now,
+    )
 
 
 def spend_release(*, entry_id: int | None) -> None:
     """The call failed (an error answer, or none): providers bill completed calls, free it."""
     if entry_id is not None:
-        SpendEntry.objects.filter(pk=entry_id, status=EntryStatus.RESERVED).update(
-            status=EntryStatus.SETTLED, input_tokens=0, cost_usd=Decimal(0), settled_at=timezone.now()
-        )
+        _close(entry_id, [0, 0, ZERO, None], timezone.now(), spent=ZERO, only_reserved=True)
+
+
+_CLOSE = (
+    "UPDATE policies_spendentry SET status = 'settled', input_tokens = %s, output_tokens = %s, cost_usd = %s,"
+    " price_id = %s, settled_at = %s WHERE id = %s AND "
+)
+_CLOSE_RESERVED = _CLOSE + "status = 'reserved' RETURNING reserved_usd, counted_in"
+_CLOSE_UNSETTLED = _CLOSE + "status <> 'settled' RETURNING reserved_usd, counted_in"
+
+
+def _close(
+    entry_id: int, values: list, now: datetime, *, spent: Decimal, only_reserved: bool, later: list | None = None
+) -> bool:
+    """Settle an entry (tokens, cost, price) that is still reserved, or with ``only_reserved``
+    False also expired, and move its reservation to ``spent`` in the budget totals it was counted
+    in, in one transaction. Whether it did: an entry settled already is left alone."""
+    sql = _CLOSE_RESERVED if only_reserved else _CLOSE_UNSETTLED
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:  # the moves too, unless later
+        cursor.execute(sql, [*values, connection.ops.adapt_datetimefield_value(now), entry_id])
+        row = cursor.fetchone()
+        if row is not None:
+            move = partial(totals.move, totals.ids_of(row[1]), reserved=totals.money(row[0]), spent=spent)
+            if later is None:
+                move()
+            else:
+                later.append(move)
+    return row is not None
 
 
 def reservations_expire(*, stale_before: datetime, running: str) -> int:

@@ -16,6 +16,7 @@ from notices.models import BudgetCrossing, Notice
 from notices.services import notices_for_budgets
 from policies.choices import EntryStatus, PolicyAction, PolicyKind
 from policies.exceptions import PolicyRefused
+from policies.services import Call, call_verdict, spend_settle
 from policies.tests.factories import PolicyFactory, SpendEntryFactory
 from runs.choices import Decision, RunStatus
 from runs.models import Run
@@ -45,7 +46,14 @@ def budget(project, amount: str, action=PolicyAction.BLOCK, **config) -> object:
 
 
 def spent(project, usd: str) -> None:
-    SpendEntryFactory(project=project, status=EntryStatus.SETTLED, cost_usd=Decimal(usd))
+    """Spend recorded as the engine records it: a call by the writer agent, reserved under the
+    project's budgets (which tells their thresholds), then settled at its estimate."""
+    writer = project.agents.get(slug="writer")
+    call = Call(project_id=project.pk, run_id=None, step_id=None, attempt=1, agent=writer,
+                provider=writer.provider, model=writer.model, estimate_usd=Decimal(usd))  # fmt: skip
+    verdict = call_verdict(call)
+    assert verdict.allowed, verdict.hit
+    spend_settle(call=call, entry_id=verdict.entry_id, input_tokens=0, output_tokens=0, cost=Decimal(usd), price=None)
 
 
 # ------------------------------------------------------------------------------
@@ -108,8 +116,8 @@ def test_a_policy_blocking_a_call_is_told_once_with_the_policy_and_the_run(proje
 
 
 def test_a_refused_start_is_told_once_though_the_run_never_existed(project):
-    budget(project, "0.01")
     spent(project, "0.02")
+    budget(project, "0.01")
     workflow = make_workflow(project, agent_step("a"))
 
     for _ in range(2):  # a client retrying: the refusal is recorded (and told) once per 10 s
@@ -146,8 +154,8 @@ def test_budget_thresholds_are_told_once_each_per_window(project):
 
 
 def test_the_threshold_check_reuses_what_the_budget_read_before_the_call(project):
-    """A call under a budget sums the budget's window once, under its lock, to judge the call; its
-    thresholds are checked from that reading plus the call's reservation, not by summing again."""
+    """A call under a budget reads the window's running total, under its lock, to judge the call;
+    its thresholds are checked from that reading plus the call's reservation, not by summing."""
     budget(project, "1.00", action=PolicyAction.WARN)
     spent(project, "0.495")
     workflow = make_workflow(project, agent_step("a"))
@@ -156,7 +164,7 @@ def test_the_threshold_check_reuses_what_the_budget_read_before_the_call(project
         start(workflow)  # reserves ~$0.0082: 50.3% used
 
     window_sums = [q["sql"] for q in queries.captured_queries if "SUM(" in q["sql"] and "spendentry" in q["sql"]]
-    assert len(window_sums) == 2, window_sums  # the run's admission, then its one call
+    assert window_sums == []  # the run's admission and its call read the window's running total
     (told,) = Notice.objects.filter(type=NoticeType.BUDGET_THRESHOLD)
     assert told.payload["threshold_percent"] == 50
     assert Decimal(told.payload["used_usd"]) == Decimal(told.payload["spent_usd"]) + Decimal(
@@ -180,7 +188,7 @@ def test_a_new_window_reports_its_thresholds_again(project, time_machine):
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="SQLite runs one writer at a time: no race to lose")
 def test_two_reservations_at_once_tell_a_threshold_once(transactional_db, team):
     daily = budget(team.project, "1.00")
-    spent(team.project, "0.9")
+    SpendEntryFactory(project=team.project, status=EntryStatus.SETTLED, cost_usd=Decimal("0.9"))
     barrier, errors = threading.Barrier(4), []
 
     def reserve() -> None:

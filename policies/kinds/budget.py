@@ -6,9 +6,10 @@ from zoneinfo import available_timezones
 
 from django.utils import timezone
 
+from .. import totals
 from ..choices import PolicyKind, Window
 from ..money import config_usd, usd
-from ..selectors import budget_covers, budget_status, budget_use
+from ..selectors import budget_covers, budget_use
 from ..windows import window_at
 from .base import _SLUG, _USD, ADMISSION, CALL, Admission, Call, Objection, PolicyKindBase
 
@@ -56,7 +57,7 @@ class Budget(PolicyKindBase):
             return None
         if config.get("workflow", admission.workflow_slug) != admission.workflow_slug:
             return None
-        status = budget_status(policy, admission.project_id)
+        status = totals.status(policy, admission.project_id)
         if not status.exhausted:
             return None
         return Objection(
@@ -66,9 +67,12 @@ class Budget(PolicyKindBase):
 
     def _before_call(self, policy, call: Call) -> Objection | None:
         amount = config_usd(policy.config, "amount_usd")
-        span = window_at(policy.config, timezone.now())
-        use = budget_use(policy, call.project_id, span)
-        call.budget_uses[policy.pk] = (span, use)
+        if policy.pk in call.budget_uses:  # its running total, read under its lock (policies.totals)
+            span, use = call.budget_uses[policy.pk]
+        else:  # a rolling window: summed from the ledger, under the policy's lock
+            span = window_at(policy.config, timezone.now())
+            use = budget_use(policy, call.project_id, span)
+            call.budget_uses[policy.pk] = (span, use)
         if use.total + call.estimate_usd <= amount:
             return None
         return Objection(

@@ -17,16 +17,6 @@ from .factories import PolicyDecisionFactory, PolicyFactory
 USD = Decimal
 
 
-@pytest.fixture
-def catalog(team):
-    return make_catalog(team.project)
-
-
-@pytest.fixture
-def run(catalog):
-    return bare_run(make_workflow(catalog.project))
-
-
 def agent_call(run, agent=None, estimate: str | None = "0.60", tokens: int = 1000, **fields) -> Call:
     agent = agent or run.project.agents.get(slug="writer")
     return Call(

@@ -102,12 +102,16 @@ class StepContext:
         durably(self.write, until=self.step.lease_expires_at)
         self.forget()
 
-    def write(self, *outcome: tuple, last: int | None = None, step_counted: bool = False) -> None:
+    def write(
+        self, *outcome: tuple, last: int | None = None, step_counted: bool = False, later: list | None = None
+    ) -> None:
         """Write what is held back, then ``outcome`` events, in one transaction. Nothing is
         forgotten here: a caller whose transaction fails tries again with all of it. ``last``: the
         events' numbers, reserved by the caller (``events_due`` of them) with the run's totals
         added (``reserve_sequences(..., totals=ctx.totals)``) when it locked the run;
-        ``step_counted``: the caller's update of the step added them to the step's too."""
+        ``step_counted``: the caller's update of the step added them to the step's too; ``later``:
+        the settled calls' moves of budget totals, for the caller to make last in its transaction
+        (policies.services.spend_settle)."""
         events = [*self.pending, *outcome]
         with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
             if last is None and (events or self.totals):
@@ -116,7 +120,7 @@ class StepContext:
             if self.totals and not step_counted:
                 RunStep.objects.filter(pk=self.step.pk).update(**self.step_increments())
             for entry in self.spend:
-                policy_services.spend_settle(**entry)
+                policy_services.spend_settle(**entry, later=later)
             if events:
                 insert_events(self.run.pk, last, events)
 

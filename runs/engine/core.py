@@ -501,34 +501,41 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext, *, inline: bool = Fal
     since = timezone.now()
 
     def write(*, advancing: bool):
+        later = []  # the budget totals the settled call moves: last, for their locks are shared
         with transaction.atomic():
-            # The run's row before the step's, the order claim and advance lock them in: a takeover
-            # claim racing this write waits for it instead of deadlocking with it. The numbers of the
-            # events it writes (the held-back ones and the outcome) are taken with the lock, and the
-            # run's status and catalog generation are read under it, for the advance below.
-            # The final call's tokens and cost are added to the run's in the same statement.
-            last, run.status, run.catalog_generation = reserve_and_read(
-                step.run_id, ctx.events_due(1), ctx.totals, lock_wait=ADVANCE_LOCK_WAIT if advancing else None
-            )
-            # Conditional on this attempt: a worker that lost its lease must not overwrite the result
-            # of the worker that took over (its tokens still count: ctx.write adds them then).
-            done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
-                status=StepStatus.SUCCEEDED,
-                output=output,
-                error={},
-                finished_at=timezone.now(),
-                lease_expires_at=None,
-                **recorded_fields(step),
-                **ctx.step_increments(),
-            )
-            succeeded = (EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt})
-            ctx.write(succeeded if done else _refused(step, "succeeded"), last=last, step_counted=bool(done))
-            if not done:
-                return UNADVANCED
-            _skip_untaken(step, ctx.untaken)
-            if not advancing:
-                return UNADVANCED
-            return None if run.status in RUN_TERMINAL else _advance_locked(run, inline=inline)
+            outcome = written(advancing, later)
+            for move in later:
+                move()
+        return outcome
+
+    def written(advancing: bool, later: list):
+        # The run's row before the step's, the order claim and advance lock them in: a takeover
+        # claim racing this write waits for it instead of deadlocking with it. The numbers of the
+        # events it writes (the held-back ones and the outcome) are taken with the lock, and the
+        # run's status and catalog generation are read under it, for the advance below.
+        # The final call's tokens and cost are added to the run's in the same statement.
+        last, run.status, run.catalog_generation = reserve_and_read(
+            step.run_id, ctx.events_due(1), ctx.totals, lock_wait=ADVANCE_LOCK_WAIT if advancing else None
+        )
+        # Conditional on this attempt: a worker that lost its lease must not overwrite the result
+        # of the worker that took over (its tokens still count: ctx.write adds them then).
+        done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
+            status=StepStatus.SUCCEEDED,
+            output=output,
+            error={},
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            **recorded_fields(step),
+            **ctx.step_increments(),
+        )
+        succeeded = (EventType.STEP_SUCCEEDED, step, {"key": step.key, "attempt": step.attempt})
+        ctx.write(succeeded if done else _refused(step, "succeeded"), last=last, step_counted=bool(done), later=later)
+        if not done:
+            return UNADVANCED
+        _skip_untaken(step, ctx.untaken)
+        if not advancing:
+            return UNADVANCED
+        return None if run.status in RUN_TERMINAL else _advance_locked(run, inline=inline)
 
     def write_and_advance():
         try:

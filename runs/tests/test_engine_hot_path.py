@@ -9,6 +9,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from policies.choices import PolicyKind
+from policies.models import SpendEntry
+from policies.tests.factories import PolicyFactory
 from runs import services, shutdown
 from runs.choices import EventType, RunStatus, StepStatus
 from runs.engine import core
@@ -25,6 +28,11 @@ from .factories import agent_step, bare_run, make_catalog, make_workflow, start,
 # UPDATE of the run reading back what the advance needs (runs/engine/transitions.py). The live
 # stream's NOTIFY is a trigger's, not a statement (live/migrations).
 STATEMENTS_PER_STEP = {"postgresql": 9, "sqlite": 10}
+# What a budget and a run ceiling add to it: BEGIN and COMMIT aside, the run's lock, its sum, the
+# budget's running total and the ledger entry before the call; the entry and the total after it.
+# Before the running totals: the run's and the budget policy's locks and two sums, whose cost grew
+# with the window's ledger. SQLite takes no row lock: it runs one writer at a time.
+POLICY_STATEMENTS_PER_STEP = 6
 
 
 @pytest.fixture
@@ -126,6 +134,10 @@ def test_the_reaper_leaves_a_queued_run_to_its_queued_step_and_sends_the_step_ag
 
 
 def _chain_statements(project, n: int) -> int:
+    return len(_chain_sql(project, n))
+
+
+def _chain_sql(project, n: int) -> list[str]:
     workflow = linear(project, n, f"chain-{n}")
     for _ in range(2):  # the first warms what is cached (the run's version)
         run = bare_run(workflow, status=RunStatus.RUNNING)
@@ -134,7 +146,7 @@ def _chain_statements(project, n: int) -> int:
         with CaptureQueriesContext(connection) as queries:
             core.execute(first.pk)
         assert set(statuses(run).values()) == {StepStatus.SUCCEEDED}
-    return len([q for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")])
+    return [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
 
 
 def test_a_middle_step_takes_a_bounded_number_of_statements(engine, catalog):
@@ -142,6 +154,23 @@ def test_a_middle_step_takes_a_bounded_number_of_statements(engine, catalog):
     middle = _chain_statements(catalog.project, 3) - _chain_statements(catalog.project, 2)
 
     assert middle <= STATEMENTS_PER_STEP[connection.vendor]
+
+
+def test_a_middle_step_under_a_budget_and_a_run_ceiling_reads_no_window_of_the_ledger(engine, catalog):
+    # Checked and reserved in one transaction before the call (the run's lock and sum, the
+    # budget's running total, the ledger entry), settled with the success: the statements of a
+    # middle step do not grow with what the budget's window has spent (policies/totals.py).
+    daily = {"amount_usd": 100, "window": "day"}
+    PolicyFactory(project=catalog.project, kind=PolicyKind.BUDGET, name="Daily", config=daily)
+    PolicyFactory(project=catalog.project, kind=PolicyKind.RUN_CEILING, name="Ceiling", config={"max_usd": 10})
+
+    two, three = _chain_sql(catalog.project, 2), _chain_sql(catalog.project, 3)
+
+    assert len(three) - len(two) <= STATEMENTS_PER_STEP[connection.vendor] + POLICY_STATEMENTS_PER_STEP
+    window_sums = [sql for sql in three if "SUM(" in sql and "policies_spendentry" in sql and "created_at" in sql]
+    assert window_sums == []
+    assert SpendEntry.objects.count() == 2 * (3 + 2)
+    assert not SpendEntry.objects.exclude(status="settled").exists()
 
 
 @pytest.mark.django_db(transaction=True)
