@@ -489,6 +489,16 @@ def _unless_landed(step: RunStep, write, *, landed: Any = None):
 
 
 def _succeed(step: RunStep, output: Any, ctx: StepContext, *, inline: bool = False):
+    try:
+        return _write_success(step, output, ctx, inline=inline)
+    except StepCancelled:
+        # The run is being cancelled: the step's calls are counted, its output is not used. Read
+        # under the run's lock as the success was to be written, not by a statement before it.
+        _write_outcome(step, ctx, "cancelled", _cancelling(step))
+        return UNADVANCED
+
+
+def _write_success(step: RunStep, output: Any, ctx: StepContext, *, inline: bool):
     """Write the success and advance the run in the same transaction (one commit, and the run is
     not locked and read twice); returns what advance returns, or UNADVANCED when it did not advance
     (the caller advances as after any outcome).
@@ -496,7 +506,8 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext, *, inline: bool = Fal
     The provider has answered: its answer is not held hostage to the advance. Should the advance
     wait for a row lock longer than ADVANCE_LOCK_WAIT (PostgreSQL), the transaction is given up
     and the success is written alone; a worker killed while the advance waits then loses nothing
-    of the call, which is never made again."""
+    of the call, which is never made again. A run found ``cancelling`` once locked here cancels the
+    step instead: its calls count, its output is not used (the check before the write, folded in)."""
     run = step.run
     since = timezone.now()
 
@@ -509,14 +520,7 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext, *, inline: bool = Fal
         return outcome
 
     def written(advancing: bool, later: list):
-        # The run's row before the step's, the order claim and advance lock them in: a takeover
-        # claim racing this write waits for it instead of deadlocking with it. The numbers of the
-        # events it writes (the held-back ones and the outcome) are taken with the lock, and the
-        # run's status and catalog generation are read under it, for the advance below.
-        # The final call's tokens and cost are added to the run's in the same statement.
-        last, run.status, run.catalog_generation = reserve_and_read(
-            step.run_id, ctx.events_due(1), ctx.totals, lock_wait=ADVANCE_LOCK_WAIT if advancing else None
-        )
+        last = _lock_run_for_success(step, ctx, advancing=advancing)
         # Conditional on this attempt: a worker that lost its lease must not overwrite the result
         # of the worker that took over (its tokens still count: ctx.write adds them then).
         done = RunStep.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempt=step.attempt).update(
@@ -558,6 +562,22 @@ def _succeed(step: RunStep, output: Any, ctx: StepContext, *, inline: bool = Fal
         # a run that was advanced already queues nothing more).
         return _claimed_inline(step, since) or UNADVANCED
     return advanced
+
+
+def _lock_run_for_success(step: RunStep, ctx: StepContext, *, advancing: bool) -> int:
+    """The run's row before the step's, the order claim and advance lock them in: a takeover claim
+    racing the success waits for it instead of deadlocking with it. The numbers of the events it
+    writes (the held-back ones and the outcome) are taken with the lock, and the run's status and
+    catalog generation are read under it, for the advance; the final call's tokens and cost are
+    added to the run's in the same statement. Returns the last number; a run being cancelled
+    raises StepCancelled, and nothing of the transaction is kept."""
+    run = step.run
+    last, run.status, run.catalog_generation = reserve_and_read(
+        step.run_id, ctx.events_due(1), ctx.totals, lock_wait=ADVANCE_LOCK_WAIT if advancing else None
+    )
+    if run.status == RunStatus.CANCELLING:
+        raise StepCancelled()
+    return last
 
 
 def _claimed_inline(step: RunStep, since) -> RunStep | None:

@@ -25,9 +25,10 @@ from .factories import agent_step, bare_run, make_catalog, make_workflow, start,
 # own UPDATEs; 14 since the advance claims the step it leaves to its task in its own transaction;
 # 10 since the agent, its tools, the call policies and the price come from the process's catalog
 # (runs/engine/catalog.py); 9 since the outcome and the advance share one transaction, the outcome's
-# UPDATE of the run reading back what the advance needs (runs/engine/transitions.py). The live
-# stream's NOTIFY is a trigger's, not a statement (live/migrations).
-STATEMENTS_PER_STEP = {"postgresql": 9, "sqlite": 10}
+# UPDATE of the run reading back what the advance needs (runs/engine/transitions.py); 8 since the
+# run's status that UPDATE reads is the check for a cancel after the call, not a SELECT of its own.
+# The live stream's NOTIFY is a trigger's, not a statement (live/migrations).
+STATEMENTS_PER_STEP = {"postgresql": 8, "sqlite": 9}
 # What a budget and a run ceiling add to it: BEGIN and COMMIT aside, the run's lock, its sum, the
 # budget's running total and the ledger entry before the call; the entry and the total after it.
 # Before the running totals: the run's and the budget policy's locks and two sums, whose cost grew

@@ -82,9 +82,11 @@ def _converse(ctx: StepContext, agent: Agent, prompt: str) -> str:
                 entry_id=verdict.entry_id,
                 price=price,
             )
-        ctx.check_cancel()  # a call that returned after the cancel request is counted, not used
         if not result.tool_calls:
+            # A call that returned after the cancel request is counted, not used: the success is
+            # written only if the run is not being cancelled, read as the run is locked to write it.
             return result.text
+        ctx.check_cancel()  # the same, before the tools it asked for are called
         if iteration == agent.max_tool_iterations:
             raise StepFailed(
                 f"Still calling tools after {agent.max_tool_iterations} rounds.", permanent=True, kind="ToolLoopLimit"
