@@ -214,8 +214,8 @@ def task_settle_run(*, run_id: Any, status: str) -> None:
     """A task run ended without the task step settling the task (it failed before, its worker
     died, it was cancelled from /runs): the task ends with it, and its sandboxes go."""
     ended = {RunStatus.FAILED: TaskStatus.FAILED, RunStatus.CANCELLED: TaskStatus.CANCELLED}.get(status)
-    for task in Task.objects.filter(runs=run_id, status__in=TASK_ACTIVE):
-        if ended:
+    if ended:  # a run that succeeded leaves its task to the task step (no read at every run's end)
+        for task in Task.objects.filter(runs=run_id, status__in=TASK_ACTIVE):
             _finish(task, ended, error=f"Its run {run_id} ended {status}.")
     transaction.on_commit(lambda: _destroy_for_run(run_id))
 

@@ -186,7 +186,8 @@ def _settle(run: Run, steps: dict[str, RunStep], statuses: dict[str, str]) -> No
     event = EventType.RUN_RESUMED if run.status == RunStatus.WAITING_APPROVAL else EventType.RUN_STARTED
     if values <= {StepStatus.SUCCEEDED, StepStatus.SKIPPED}:
         outputs = {key: steps[key].output for key, status in statuses.items() if status == StepStatus.SUCCEEDED}
-        move_run(run, RunStatus.RUNNING, event)  # a run with nothing left to do still started
+        if run.status != RunStatus.RUNNING:  # as read under the run's lock: no UPDATE that moves nothing
+            move_run(run, RunStatus.RUNNING, event)  # a run with nothing left to do still started
         move_run(run, RunStatus.SUCCEEDED, EventType.RUN_SUCCEEDED, outputs=outputs)
     elif values & {StepStatus.QUEUED, StepStatus.RUNNING}:
         if run.status != RunStatus.RUNNING:

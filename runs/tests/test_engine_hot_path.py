@@ -157,6 +157,20 @@ def test_a_middle_step_takes_a_bounded_number_of_statements(engine, catalog):
     assert middle <= STATEMENTS_PER_STEP[connection.vendor]
 
 
+# A one-step run from its claim to its end: the claim (the step read with its run, the run's and
+# the step's UPDATEs, the event), the success (the run's and the step's UPDATEs, the ledger entry,
+# the events), the advance's read of the steps, the run's end and its event, its notice (the run
+# read for it, the webhook endpoints it goes to) and, after commit, the run's sandboxes. SQLite
+# counts its two BEGIN IMMEDIATE. 17 on PostgreSQL before a run already running was no longer
+# moved to running by an UPDATE that matched nothing, and a run that succeeded no longer read its
+# tasks (which only a failed or cancelled run settles).
+RUN_STATEMENTS = {"postgresql": 15, "sqlite": 17}
+
+
+def test_a_one_step_run_from_claim_to_end_takes_a_bounded_number_of_statements(engine, catalog):
+    assert len(_chain_sql(catalog.project, 1)) <= RUN_STATEMENTS[connection.vendor]
+
+
 def test_a_middle_step_under_a_budget_and_a_run_ceiling_reads_no_window_of_the_ledger(engine, catalog):
     # Checked and reserved in one transaction before the call (the run's lock and sum, the
     # budget's running total, the ledger entry), settled with the success: the statements of a
