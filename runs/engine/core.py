@@ -595,6 +595,8 @@ def _claimed_inline(step: RunStep, since) -> RunStep | None:
 
 
 def _skip_untaken(step: RunStep, keys: list[str]) -> None:
+    if not keys:  # most steps are no condition: not even the building of a query that reads nothing
+        return
     for other in RunStep.objects.filter(run_id=step.run_id, key__in=keys, status=StepStatus.PENDING):
         move_step(other, [StepStatus.PENDING], StepStatus.SKIPPED, EventType.STEP_SKIPPED, payload={"by": step.key})
 
