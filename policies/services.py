@@ -231,10 +231,10 @@ def _reserve(call: Call, policies: list[Policy], verdict: Verdict) -> Verdict:
     # which locks it; an unpriced one is judged without taking (a dollar limit cannot be kept).
     kept = [p for p in policies if totals.kept(p)] if call.estimate_usd is not None else []
     with transaction.atomic():
-        lock_scopes([p for p in policies if p not in kept], project_id=call.project_id, run_id=call.run_id)
+        lock_scopes(policies, project_id=call.project_id, run_id=call.run_id)
         taken = totals.take(kept, project_id=call.project_id, amount=call.estimate_usd, now=now)
         call.budget_uses.update({pk: (span, use) for pk, (_, span, use) in taken.items()})
-        counted_in = [total_id for total_id, _, _ in taken.values()]
+        counted_in = [total_id for ids, _, _ in taken.values() for total_id in ids]
         hits = [hit for policy in policies if (hit := _spend_hit(policy, call))]  # priority order
         verdict = _judge(call, hits, verdict)
         if not verdict.allowed:

@@ -12,7 +12,7 @@ more. Rolling windows move with every call and are summed from the ledger (polic
 
 import json
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import connection
@@ -34,18 +34,25 @@ def kept(policy: Policy) -> bool:
 
 
 def take(policies: list[Policy], *, project_id, amount: Decimal, now: datetime) -> dict[int, tuple]:
-    """Add ``amount`` to the total of each budget's window holding ``now``, locking it until
-    commit, in policy order (every writer of totals locks them in that order: no deadlock).
-    Returns, by policy id, (total id, window, use before this amount)."""
+    """Add ``amount`` to the totals of each budget whose window holds ``now``, locking them until
+    commit, in policy order (every writer of totals locks them in that order: no deadlock); the
+    caller holds the budget's scope lock (services.lock_scopes), which orders this with the start
+    of a new total. Returns, by policy id, (ids of the totals added to, window, use before this
+    amount, read from this policy version's own total)."""
+    if not policies:
+        return {}
+    amount = money(amount)
     taken = {}
     for policy in sorted(policies, key=lambda p: p.pk):
         span = window_at(policy.config, now)
         key = _key(policy, project_id, span)
-        row = _add(key, amount, now) or _start(policy, project_id, span, key, amount, now)
-        total_id, spent, reserved, due = row
+        rows = _add_to_all(policy, project_id, amount, now, key)
+        mine = next((row for row in rows if row[4]), None) or _start(policy, project_id, span, key, amount, now)
+        total_id, spent, reserved, due = mine[:4]
         if due:
             spent, reserved = _recount(policy, project_id, span, total_id, amount)
-        taken[policy.pk] = (total_id, span, BudgetUse(money(spent), money(reserved) - amount))
+        ids = sorted({row[0] for row in rows} | {total_id})  # moved in this order, as the UPDATE locks them
+        taken[policy.pk] = (ids, span, BudgetUse(money(spent), money(reserved) - amount))
     return taken
 
 
@@ -69,7 +76,7 @@ def status(policy: Policy, project_id, now: datetime | None = None) -> BudgetSta
 
 def give_back(total_ids: list[int], amount: Decimal) -> None:
     """Undo take() for a call that was not allowed, in the same transaction."""
-    move(total_ids, reserved=amount, spent=Decimal(0))
+    move(total_ids, reserved=money(amount), spent=Decimal(0))
 
 
 def move(total_ids: list[int], *, reserved: Decimal, spent: Decimal) -> None:
@@ -97,8 +104,27 @@ def _version(policy: Policy) -> int:
     return int(policy.updated_at.timestamp() * 1_000_000)
 
 
+def _add_to_all(policy: Policy, project_id, amount: Decimal, now: datetime, key: list) -> list[tuple]:
+    """One statement: add the amount to every total of this budget and project whose window holds
+    ``now`` and lock them: this version's and, while workers that read the policy before an edit
+    still run, the others' (an edit, e.g. to the timezone, may move the window too). Each version's
+    check so counts the others' reservations; a call one of them does not cover counts for it too,
+    until it settles, which errs on the side of the budget. Returns (id, spent, reserved, whether
+    its recount is due, whether it is this version's) per total."""
+    at = connection.ops.adapt_datetimefield_value(now)
+    due_before = connection.ops.adapt_datetimefield_value(now - RECOUNT_AFTER)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_TABLE} SET reserved = reserved + %s"  # noqa: S608
+            " WHERE policy_id = %s AND project_id = %s AND window_end > %s AND window_start <= %s"
+            " RETURNING id, spent, reserved, NOT recounted AND started_at < %s, window_start = %s AND version = %s",
+            [amount, key[0], key[1], at, at, due_before, key[2], key[3]],
+        )
+        return cursor.fetchall()
+
+
 def _add(key: list, amount: Decimal, now: datetime) -> tuple | None:
-    """One statement: lock the total, add the amount, read it back, and whether a recount is due."""
+    """_add_to_all for this version's total alone (just started)."""
     due_before = connection.ops.adapt_datetimefield_value(now - RECOUNT_AFTER)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -142,5 +168,6 @@ def _recount(policy: Policy, project_id, span: Span, total_id: int, amount: Deci
 
 
 def money(value) -> Decimal:
-    """A sum as read by a raw statement: SQLite answers a float."""
-    return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CENT)
+    """An amount as the columns keep it (6 places, rounded as PostgreSQL rounds numeric), and a
+    sum as read by a raw statement (SQLite answers a float)."""
+    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)

@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from policies.choices import PolicyKind
 from policies.exceptions import PolicyRefused
-from policies.models import BudgetTotal, SpendEntry
+from policies.models import BudgetTotal, Policy, SpendEntry
 from policies.selectors import budget_use
 from policies.services import call_verdict, reservations_expire, spend_release, spend_settle
 from policies.totals import RECOUNT_AFTER
@@ -62,7 +62,7 @@ def test_checking_a_budget_reads_its_total_and_does_not_sum_its_window(run):
     assert second.allowed
     statements = [q["sql"] for q in queries.captured_queries]
     assert not [sql for sql in statements if "SUM(" in sql and "policies_spendentry" in sql]
-    assert not [sql for sql in statements if "FOR NO KEY UPDATE" in sql]  # the total's UPDATE locks it
+    assert len([sql for sql in statements if "policies_budgettotal" in sql]) == 1  # one UPDATE ... RETURNING
     assert BudgetTotal.objects.get().reserved == USD("1.20")
 
 
@@ -154,3 +154,17 @@ def test_admission_reads_the_windows_total_once_it_has_one(run):
 
     assert "is exhausted: $1.00 of $1.00 used" in str(refused.value)
     assert not [q["sql"] for q in queries.captured_queries if "SUM(" in q["sql"] and "policies_spendentry" in q["sql"]]
+
+
+def test_workers_judging_by_a_budget_before_and_after_its_edit_count_each_others_reservations(run):
+    daily = budget(run.project, "1.00")
+    before = Policy.objects.get(pk=daily.pk)  # what a worker that read it before the edit still judges by
+    daily.config = {**daily.config, "timezone": "Pacific/Kiritimati"}  # its window moves too
+    daily.save()
+
+    assert call_verdict(agent_call(run, estimate="0.30"), [daily]).allowed  # the edited total starts
+    assert call_verdict(agent_call(run, estimate="0.50"), [before]).allowed  # 0.80 of 1.00
+    late = call_verdict(agent_call(run, estimate="0.30"), [daily])
+
+    assert late.outcome == "blocked"  # 1.10: the edited total counted the other version's $0.50
+    assert SpendEntry.objects.aggregate(total=Sum("reserved_usd"))["total"] == USD("0.80")

@@ -29,11 +29,11 @@ from .factories import agent_step, bare_run, make_catalog, make_workflow, start,
 # run's status that UPDATE reads is the check for a cancel after the call, not a SELECT of its own.
 # The live stream's NOTIFY is a trigger's, not a statement (live/migrations).
 STATEMENTS_PER_STEP = {"postgresql": 8, "sqlite": 9}
-# What a budget and a run ceiling add to it: BEGIN and COMMIT aside, the run's lock, its sum, the
-# budget's running total and the ledger entry before the call; the entry and the total after it.
-# Before the running totals: the run's and the budget policy's locks and two sums, whose cost grew
-# with the window's ledger. SQLite takes no row lock: it runs one writer at a time.
-POLICY_STATEMENTS_PER_STEP = 6
+# What a budget and a run ceiling add to it: BEGIN and COMMIT aside, the run's and the budget's
+# locks, the run's sum, the budget's running total and the ledger entry before the call; the
+# entry and the total after it. Before the running totals, the total's UPDATE was a sum of the
+# window's ledger, whose cost grew with it. SQLite takes no row lock: it runs one writer at a time.
+POLICY_STATEMENTS_PER_STEP = 7
 
 
 @pytest.fixture
