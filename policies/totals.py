@@ -112,28 +112,22 @@ def _add_to_all(policy: Policy, project_id, amount: Decimal, now: datetime, key:
     until it settles, which errs on the side of the budget. Returns (id, spent, reserved, whether
     its recount is due, whether it is this version's) per total."""
     at = connection.ops.adapt_datetimefield_value(now)
+    return _add(_HOLDING, [key[0], key[1], at, at], amount, now, key)
+
+
+_HOLDING = "policy_id = %s AND project_id = %s AND window_end > %s AND window_start <= %s"
+_THIS = "policy_id = %s AND project_id = %s AND window_start = %s AND version = %s"
+
+
+def _add(where: str, params: list, amount: Decimal, now: datetime, key: list) -> list[tuple]:
     due_before = connection.ops.adapt_datetimefield_value(now - RECOUNT_AFTER)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_TABLE} SET reserved = reserved + %s"  # noqa: S608
-            " WHERE policy_id = %s AND project_id = %s AND window_end > %s AND window_start <= %s"
+            f"UPDATE {_TABLE} SET reserved = reserved + %s WHERE {where}"  # noqa: S608
             " RETURNING id, spent, reserved, NOT recounted AND started_at < %s, window_start = %s AND version = %s",
-            [amount, key[0], key[1], at, at, due_before, key[2], key[3]],
+            [amount, *params, due_before, key[2], key[3]],
         )
         return cursor.fetchall()
-
-
-def _add(key: list, amount: Decimal, now: datetime) -> tuple | None:
-    """_add_to_all for this version's total alone (just started)."""
-    due_before = connection.ops.adapt_datetimefield_value(now - RECOUNT_AFTER)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_TABLE} SET reserved = reserved + %s"  # noqa: S608
-            " WHERE policy_id = %s AND project_id = %s AND window_start = %s AND version = %s"
-            " RETURNING id, spent, reserved, NOT recounted AND started_at < %s",
-            [amount, *key, due_before],
-        )
-        return cursor.fetchone()
 
 
 def _start(policy: Policy, project_id, span: Span, key: list, amount: Decimal, now: datetime) -> tuple:
@@ -155,7 +149,7 @@ def _start(policy: Policy, project_id, span: Span, key: list, amount: Decimal, n
         ],
         ignore_conflicts=True,
     )
-    return _add(key, amount, now)
+    return _add(_THIS, key, amount, now, key)[0]
 
 
 def _recount(policy: Policy, project_id, span: Span, total_id: int, amount: Decimal) -> tuple[Decimal, Decimal]:
