@@ -13,7 +13,7 @@ from policies import services as policy_services
 from workflows import templating
 
 from ..choices import RunStatus
-from ..models import Run, RunStep
+from ..models import Run, RunEvent, RunStep
 from .durability import durably
 from .transitions import insert_events, reserve_sequences
 
@@ -98,12 +98,31 @@ class StepContext:
 
     def flush(self) -> None:
         """Write what is held back, accounting and events, in one transaction; through a dropped
-        connection too, for the calls it records have happened."""
-        durably(self.write, until=self.step.lease_expires_at)
+        connection too, for the calls it records have happened. A try whose commit reached the
+        database but whose answer did not is found written: the retry writes nothing twice."""
+        numbered: dict = {}
+
+        def once() -> None:
+            if numbered and self._written(numbered["last"]):
+                return
+            self.write(numbered=numbered)
+
+        durably(once, until=self.step.lease_expires_at)
         self.forget()
 
+    def _written(self, last: int) -> bool:
+        """Whether the held-back events were written under the numbers a try took, ``last`` the
+        last of them: numbers rolled back with their try may since be another step's."""
+        type_, step, _ = self.pending[-1]
+        return RunEvent.objects.filter(run_id=self.run.pk, sequence=last, type=type_, step=step).exists()
+
     def write(
-        self, *outcome: tuple, last: int | None = None, step_counted: bool = False, later: list | None = None
+        self,
+        *outcome: tuple,
+        last: int | None = None,
+        step_counted: bool = False,
+        later: list | None = None,
+        numbered: dict | None = None,
     ) -> None:
         """Write what is held back, then ``outcome`` events, in one transaction. Nothing is
         forgotten here: a caller whose transaction fails tries again with all of it. ``last``: the
@@ -111,12 +130,15 @@ class StepContext:
         added (``reserve_sequences(..., totals=ctx.totals)``) when it locked the run;
         ``step_counted``: the caller's update of the step added them to the step's too; ``later``:
         the settled calls' moves of budget totals, for the caller to make last in its transaction
-        (policies.services.spend_settle)."""
+        (policies.services.spend_settle); ``numbered``: where the last event number this write
+        takes is noted, for a retry to look for (flush)."""
         events = [*self.pending, *outcome]
         with transaction.atomic(savepoint=False):  # no savepoint when nested: nothing here is caught
             if last is None and (events or self.totals):
                 # The run's row before the step's, the order advance and claim lock them in.
                 last = reserve_sequences(self.run.pk, len(events), self.totals)
+                if numbered is not None:
+                    numbered["last"] = last
             if self.totals and not step_counted:
                 RunStep.objects.filter(pk=self.step.pk).update(**self.step_increments())
             for entry in self.spend:

@@ -849,9 +849,10 @@ def test_a_tool_call_cut_at_the_step_timeout_fails_the_agent_step_as_a_timeout(e
 
 
 @contextmanager
-def losing_the_answer_to_the_success_commit():
-    """The connection drops once, right after the COMMIT of a step's success reached the database,
-    before its answer came back to the worker. Yields a list that holds True once it dropped."""
+def losing_the_answer_to_the_success_commit(event: str = EventType.STEP_SUCCEEDED):
+    """The connection drops once, right after the COMMIT of a step's success (or of the write of
+    another ``event``) reached the database, before its answer came back to the worker. Yields a
+    list that holds True once it dropped."""
     dropped = []
 
     def drop_once() -> None:
@@ -862,7 +863,7 @@ def losing_the_answer_to_the_success_commit():
     def after_the_outcome_commits(execute, sql, params, many, context):
         # PostgreSQL's bulk insert sends a column per parameter (UNNEST), SQLite a value each.
         values = [v for p in params or [] for v in (p if isinstance(p, list | tuple) else [p])]
-        if "runs_runevent" in sql and EventType.STEP_SUCCEEDED in values:
+        if "runs_runevent" in sql and event in values:
             transaction.on_commit(drop_once)
         return execute(sql, params, many, context)
 
@@ -885,6 +886,27 @@ def test_an_outcome_whose_commit_answer_was_lost_is_not_written_twice(transactio
     assert types.count(EventType.STEP_SUCCEEDED) == types.count(EventType.LLM_CALL) == 1
     assert EventType.STEP_OUTCOME_REFUSED not in types
     assert SpendEntry.objects.filter(step=step).count() == 1
+
+
+def test_a_call_in_a_tool_loop_whose_commit_answer_was_lost_is_not_written_twice(transactional_db, catalog):
+    """An agent's call before its tools are run is written in a transaction of its own, as soon as
+    it returns. The commit's answer is lost: the retry finds the call written and writes nothing
+    more, so its tokens, cost and event count once."""
+    prompt = 'Compute [[tool:calc {"expression": "6*7"}]] now'
+    run = start(make_workflow(catalog.project, agent_step("a", agent="helper", prompt=prompt)))
+    with losing_the_answer_to_the_success_commit(EventType.LLM_CALL) as dropped:
+        core.execute(step_of(run, "a").pk)
+
+    assert dropped == [True]
+    run = reload(run)
+    assert run.status == RunStatus.SUCCEEDED
+    calls = events(run, EventType.LLM_CALL)
+    assert [e.payload["iteration"] for e in calls] == [0, 1]
+    assert len(events(run, EventType.TOOL_CALL)) == 1
+    step = step_of(run, "a")
+    assert run.input_tokens == step.input_tokens == sum(e.payload["input_tokens"] for e in calls)
+    assert SpendEntry.objects.filter(step=step).count() == 2
+    assert_gapless(run)
 
 
 def test_a_success_whose_commit_answer_was_lost_still_runs_the_step_its_advance_claimed(transactional_db, catalog):
