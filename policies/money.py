@@ -22,6 +22,15 @@ def as_decimal(value: Any) -> Decimal | None:
         return None
 
 
+def ledger_usd(value: Any) -> Decimal:
+    """An amount as the ledger's columns keep it: to the micro-dollar, rounded as PostgreSQL rounds
+    numeric; nothing (an empty sum) is 0. Also what a plain statement's sum reads back as, which
+    SQLite answers as a float."""
+    if value is None:
+        return Decimal(0)
+    return Decimal(str(value)).quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
 def config_usd(config: dict, key: str) -> Decimal | None:
     return as_decimal(config.get(key))
 

@@ -12,11 +12,10 @@ from django.utils import timezone
 
 from .choices import EntryStatus, PolicyKind, Window
 from .models import ZERO, Policy, SpendEntry
-from .money import config_usd
+from .money import config_usd, ledger_usd
 from .windows import Span, window_at
 
 _MONEY = DecimalField(max_digits=14, decimal_places=6)
-CENT = Decimal("0.000001")
 # What an entry takes from a budget: its actual cost once settled, its estimate until then.
 COUNTED = Case(
     When(status=EntryStatus.SETTLED, then=Coalesce("cost_usd", Value(ZERO), output_field=_MONEY)),
@@ -95,20 +94,13 @@ def run_use(run_id) -> tuple[Decimal, int]:
     with connection.cursor() as cursor:
         cursor.execute(_RUN_USE, [EntryStatus.SETTLED, run])
         usd, tokens = cursor.fetchone()
-    return _money(usd), int(tokens or 0)
+    return ledger_usd(usd), int(tokens or 0)
 
 
 _RUN_USE = (
     "SELECT SUM(CASE WHEN status = %s THEN COALESCE(cost_usd, 0) ELSE reserved_usd END),"
     " SUM(input_tokens + output_tokens) FROM policies_spendentry WHERE run_id = %s"
 )
-
-
-def _money(value) -> Decimal:
-    """A sum read by a plain statement: nothing is 0; SQLite answers a float."""
-    if value is None:
-        return ZERO
-    return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CENT)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from . import kinds, totals
 from .choices import EntryStatus, Outcome, PolicyAction, PolicyKind, Stage
 from .kinds.base import Call
 from .models import ZERO, Policy, PolicyDecision, SpendEntry
+from .money import ledger_usd
 from .selectors import policies_for
 from .signals import spend_reserved
 
@@ -369,7 +370,7 @@ def _close(
         cursor.execute(sql, [*values, connection.ops.adapt_datetimefield_value(now), entry_id])
         row = cursor.fetchone()
         if row is not None:
-            move = partial(totals.move, totals.ids_of(row[1]), reserved=totals.money(row[0]), spent=spent)
+            move = partial(totals.move, totals.ids_of(row[1]), reserved=ledger_usd(row[0]), spent=spent)
             if later is None:
                 move()
             else:

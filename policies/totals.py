@@ -12,7 +12,7 @@ more. Rolling windows move with every call and are summed from the ledger (polic
 
 import json
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection
@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from .choices import PolicyKind, Window
 from .models import BudgetTotal, Policy
-from .selectors import CENT, BudgetStatus, BudgetUse, budget_status, budget_status_from, budget_use
+from .money import ledger_usd
+from .selectors import BudgetStatus, BudgetUse, budget_status, budget_status_from, budget_use
 from .windows import Span, window_at
 
 # The longest a call started before a total could go on without knowing it: a task's hard limit.
@@ -41,7 +42,7 @@ def take(policies: list[Policy], *, project_id, amount: Decimal, now: datetime) 
     amount, read from this policy version's own total)."""
     if not policies:
         return {}
-    amount = money(amount)
+    amount = ledger_usd(amount)
     taken = {}
     for policy in sorted(policies, key=lambda p: p.pk):
         span = window_at(policy.config, now)
@@ -52,7 +53,7 @@ def take(policies: list[Policy], *, project_id, amount: Decimal, now: datetime) 
         if due:
             spent, reserved = _recount(policy, project_id, span, total_id, amount)
         ids = sorted({row[0] for row in rows} | {total_id})  # moved in this order, as the UPDATE locks them
-        taken[policy.pk] = (ids, span, BudgetUse(money(spent), money(reserved) - amount))
+        taken[policy.pk] = (ids, span, BudgetUse(ledger_usd(spent), ledger_usd(reserved) - amount))
     return taken
 
 
@@ -76,7 +77,7 @@ def status(policy: Policy, project_id, now: datetime | None = None) -> BudgetSta
 
 def give_back(total_ids: list[int], amount: Decimal) -> None:
     """Undo take() for a call that was not allowed, in the same transaction."""
-    move(total_ids, reserved=money(amount), spent=Decimal(0))
+    move(total_ids, reserved=ledger_usd(amount), spent=Decimal(0))
 
 
 def move(total_ids: list[int], *, reserved: Decimal, spent: Decimal) -> None:
@@ -159,9 +160,3 @@ def _recount(policy: Policy, project_id, span: Span, total_id: int, amount: Deci
     reserved = use.reserved + amount  # this call's amount, added by _add, is not in the ledger yet
     BudgetTotal.objects.filter(pk=total_id).update(spent=use.spent, reserved=reserved, recounted=True)
     return use.spent, reserved
-
-
-def money(value) -> Decimal:
-    """An amount as the columns keep it (6 places, rounded as PostgreSQL rounds numeric), and a
-    sum as read by a raw statement (SQLite answers a float)."""
-    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
